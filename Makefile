@@ -1,0 +1,33 @@
+# The two commands a fresh machine needs: `make serve` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 30000
+HOST ?= 127.0.0.1
+
+.PHONY: install serve test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+model: install
+	$(PY) -m tools.fetch_model
+
+serve: model
+	$(PY) -m jaxengine.serve --host $(HOST) --port $(PORT) $(ARGS)
+
+test: model
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: model
+	$(PY) -m benchmarks.bench_offline
+
+clean:
+	rm -rf $(VENV)

