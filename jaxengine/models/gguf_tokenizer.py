@@ -85,9 +85,9 @@ def build_gguf_tokenizer(meta: Mapping[str, Any],
     # "<|im_start|>" would be cut into "<", "|", ... They already have ids in the vocabulary,
     # so adding them assigns no new ids.
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                for t, ty in zip(tokens, types) if ty == _CONTROL])
+                                for t, ty in zip(tokens, types, strict=True) if ty == _CONTROL])
     backend.add_tokens([AddedToken(t, special=False, normalized=False)
-                        for t, ty in zip(tokens, types) if ty == _USER_DEFINED])
+                        for t, ty in zip(tokens, types, strict=True) if ty == _USER_DEFINED])
 
     def token(key: str) -> str | None:
         idx = meta.get(f"tokenizer.ggml.{key}_token_id")

@@ -1,0 +1,117 @@
+"""CoreClient: starts the engine-core process and routes its outputs to per-request sinks."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from jaxengine.config import EngineConfig
+from jaxengine.engine_core import AddRequest, TokenOutput
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[TokenOutput], None]
+
+
+class CoreClient:
+    """Owns the engine-core process. Thread-safe: any thread may submit or abort."""
+
+    def __init__(self, config: EngineConfig):
+        # A fresh interpreter (not multiprocessing's spawn), so scripts need no __main__ guard
+        # and a parent that already initialised JAX is never forked.
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "jaxengine.engine_core", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()])
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send(config)
+        self.info = self._await_ready()
+        self._sinks: dict[str, Sink] = {}
+        self._send_lock = threading.Lock()
+        self._sinks_lock = threading.Lock()
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                        name="jaxengine-core-reader")
+        self._reader.start()
+
+    def _await_ready(self) -> dict[str, Any]:
+        try:
+            kind, payload = self._conn.recv()
+        except EOFError:
+            code = self._proc.wait(10)
+            raise RuntimeError(f"the engine core exited during start-up "
+                               f"(exit code {code}); see its log above") from None
+        if kind == "error":
+            self._proc.wait(10)
+            raise RuntimeError(f"the engine core failed to start: {payload}")
+        return payload
+
+    def submit(self, add: AddRequest, sink: Sink) -> None:
+        with self._sinks_lock:
+            if self._closed:
+                raise RuntimeError("the engine has shut down")
+            self._sinks[add.rid] = sink
+        self._send(("add", add))
+
+    def abort(self, rid: str) -> None:
+        with self._sinks_lock:
+            live = rid in self._sinks and not self._closed
+        if live:
+            self._send(("abort", rid))
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:
+                log.exception("unreadable message from the engine core")
+                break
+            if kind != "outputs":
+                continue
+            for out in payload:
+                with self._sinks_lock:
+                    sink = self._sinks.get(out.rid)
+                    if out.finish_reason is not None:
+                        self._sinks.pop(out.rid, None)
+                if sink is not None:
+                    sink(out)
+        self._fail_all()
+
+    def _fail_all(self) -> None:
+        """The core is gone: every request still waiting finishes as aborted."""
+        with self._sinks_lock:
+            self._closed = True
+            sinks, self._sinks = self._sinks, {}
+        if sinks:
+            log.error("engine core stopped with %d requests in flight", len(sinks))
+        for rid, sink in sinks.items():
+            sink(TokenOutput(rid, [], [], "abort"))
+
+    def shutdown(self) -> None:
+        with self._sinks_lock:
+            closed = self._closed
+        if not closed:
+            try:
+                self._send(("shutdown", None))
+            except (OSError, BrokenPipeError):
+                pass
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._conn.close()
+        self._reader.join(5)

@@ -1,0 +1,241 @@
+"""Engine: the offline and async API, a client of the engine-core process.
+
+This process tokenizes, detokenizes and checks inputs; the core process schedules and runs
+the model. `generate` works in scripts and notebooks alike (its event loop runs on a thread
+of its own); `async_generate` runs on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from jaxengine.config import EngineConfig
+from jaxengine.core_client import CoreClient
+from jaxengine.detokenizer import IncrementalDetokenizer
+from jaxengine.engine_core import AddRequest, TokenOutput
+from jaxengine.sampling_params import SamplingParams
+
+
+class Engine:
+    """`Engine(**server_flags)`; generate / async_generate; shutdown (or use `with`)."""
+
+    def __init__(self, config: EngineConfig | None = None, **kwargs: Any):
+        from jaxengine.models.checkpoint import load_checkpoint
+
+        if config is not None and kwargs:
+            raise TypeError("pass either config or keyword options, not both")
+        self.config = config or EngineConfig.from_kwargs(**kwargs)
+        m = self.config.model
+        checkpoint = load_checkpoint(m.model_path, m.tokenizer_path)  # metadata only
+        self.tokenizer = checkpoint.tokenizer
+        self.model_path = checkpoint.path
+        self.served_model_name = m.served_model_name or checkpoint.name
+        self.chat_template = _read_template(m.chat_template) or checkpoint.chat_template
+        self._seeds = random.Random(self.config.server.random_seed)
+        self._client = CoreClient(self.config)
+        self.core_info = self._client.info
+        self.context_length: int = self.core_info["context_length"]
+        self.vocab_size: int = self.core_info["vocab_size"]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="jaxengine-engine-loop")
+        self._thread.start()
+
+    # ---- info ---------------------------------------------------------------------------
+    def get_model_info(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "served_model_name": self.served_model_name,
+                "tokenizer_path": self.config.model.tokenizer_path or self.model_path,
+                "architecture": self.core_info["architecture"],
+                "context_length": self.context_length, "vocab_size": self.vocab_size,
+                "is_generation": True}
+
+    def get_server_info(self) -> dict[str, Any]:
+        return {**self.config.flat(), **self.core_info}
+
+    def apply_chat_template(self, messages: list[dict[str, Any]],
+                            add_generation_prompt: bool = True) -> list[int]:
+        """Render messages with the chat template and tokenize; ValueError on bad messages."""
+        if not messages:
+            raise ValueError("messages must not be empty")
+        if not self.chat_template:
+            raise ValueError("this model has no chat template; pass --chat-template")
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False,
+                add_generation_prompt=add_generation_prompt)
+        except Exception as e:  # template errors are the caller's input problem
+            raise ValueError(f"cannot apply the chat template: {e}") from e
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # ---- generation ---------------------------------------------------------------------
+    def generate(self, prompt: str | list[str] | None = None,
+                 sampling_params: Any = None, input_ids: Any = None, stream: bool = False):
+        """Blocking generate: a dict, a list of dicts for batched input, or a chunk iterator."""
+        coro = self.async_generate(prompt, sampling_params, input_ids, stream)
+        result = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._sync_iter(result) if stream else result
+
+    def _sync_iter(self, chunks: AsyncIterator[dict]) -> Iterator[dict]:
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(chunks.__anext__(), self._loop).result()
+            except StopAsyncIteration:
+                return
+
+    async def async_generate(self, prompt: str | list[str] | None = None,
+                             sampling_params: Any = None, input_ids: Any = None,
+                             stream: bool = False, request_id: str | None = None):
+        """Like generate, on the caller's event loop. Raises ValueError on bad input."""
+        prompts, batched = self._prompts(prompt, input_ids)
+        params = self._params(sampling_params, len(prompts))
+        jobs = [(ids, p, i) for ids, p in zip(prompts, params) for i in range(p.n)]
+        base = request_id or uuid.uuid4().hex
+        rids = [base if len(jobs) == 1 else f"{base}-{k}" for k in range(len(jobs))]
+        if stream:
+            if len(jobs) != 1:
+                raise ValueError("stream=True takes one prompt with n=1")
+            ids, p, _ = jobs[0]
+            return self._stream(rids[0], ids, p, 0)
+        outs = await asyncio.gather(*(self._complete(rid, ids, p, i)
+                                      for rid, (ids, p, i) in zip(rids, jobs)))
+        return outs if batched or len(outs) > 1 else outs[0]
+
+    def abort(self, request_id: str) -> None:
+        self._client.abort(request_id)
+
+    def _prompts(self, prompt: Any, input_ids: Any) -> tuple[list[list[int]], bool]:
+        if (prompt is None) == (input_ids is None):
+            raise ValueError("give exactly one of prompt (text) and input_ids")
+        if prompt is not None:
+            batched = isinstance(prompt, list)
+            texts = prompt if batched else [prompt]
+            if not all(isinstance(t, str) for t in texts):
+                raise ValueError("prompt must be a string or a list of strings")
+            prompts = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        else:
+            batched = bool(input_ids) and isinstance(input_ids[0], list)
+            prompts = input_ids if batched else [input_ids]
+        if not prompts:
+            raise ValueError("no prompts given")
+        for ids in prompts:
+            self._check_ids(ids)
+        return [list(ids) for ids in prompts], batched
+
+    def _check_ids(self, ids: Any) -> None:
+        if not isinstance(ids, list) or not ids:
+            raise ValueError("a prompt must have at least one token")
+        if not all(isinstance(t, int) and 0 <= t < self.vocab_size for t in ids):
+            raise ValueError(f"token ids must be integers in [0, {self.vocab_size})")
+        if len(ids) >= self.context_length:
+            raise ValueError(f"the prompt has {len(ids)} tokens but the context length is "
+                             f"{self.context_length}")
+
+    def _params(self, value: Any, count: int) -> list[SamplingParams]:
+        values = value if isinstance(value, list) else [value] * count
+        if len(values) != count:
+            raise ValueError(f"{len(values)} sampling_params for {count} prompts")
+        return [SamplingParams.from_any(v) for v in values]
+
+    def _seed(self, p: SamplingParams, index: int) -> int:
+        return (p.seed + index) if p.seed is not None else self._seeds.getrandbits(32)
+
+    def _submit(self, rid: str, ids: list[int], p: SamplingParams, index: int) -> asyncio.Queue:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TokenOutput] = asyncio.Queue()
+        self._client.submit(AddRequest(rid, ids, p, self._seed(p, index)),
+                            lambda out: loop.call_soon_threadsafe(queue.put_nowait, out))
+        return queue
+
+    async def _stream(self, rid: str, ids: list[int], p: SamplingParams, index: int
+                      ) -> AsyncIterator[dict]:
+        request = _Request(self, rid, ids, p)
+        queue = self._submit(rid, ids, p, index)
+        try:
+            while True:
+                chunk = request.consume(await queue.get())
+                yield chunk
+                if chunk["meta_info"]["finish_reason"] is not None:
+                    return
+        finally:
+            if not request.finished:
+                self.abort(rid)
+
+    async def _complete(self, rid: str, ids: list[int], p: SamplingParams, index: int) -> dict:
+        request = _Request(self, rid, ids, p)
+        queue = self._submit(rid, ids, p, index)
+        try:
+            while not request.finished:
+                request.consume(await queue.get())
+        finally:
+            if not request.finished:
+                self.abort(rid)
+        return request.result()
+
+    # ---- lifetime -----------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self._client.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+class _Request:
+    """The API side of one request: detokenizes outputs and builds the result dicts."""
+
+    def __init__(self, engine: Engine, rid: str, ids: list[int], p: SamplingParams):
+        self.rid, self.prompt_tokens, self.params = rid, len(ids), p
+        self.detok = IncrementalDetokenizer(
+            engine.tokenizer, skip_special_tokens=p.skip_special_tokens,
+            spaces_between_special_tokens=p.spaces_between_special_tokens,
+            stop_strs=p.stop_strs)
+        self.start = time.perf_counter()
+        self.text = ""
+        self.output_ids: list[int] = []
+        self.finish: dict[str, Any] | None = None
+        self.cached_tokens = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish is not None
+
+    def consume(self, out: TokenOutput) -> dict[str, Any]:
+        """Fold one TokenOutput in; return the streaming chunk (deltas) it makes."""
+        delta = self.detok.push(out.new_ids)
+        self.output_ids.extend(out.new_ids)
+        self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
+        if out.finish_reason is not None:
+            matched = out.matched_stop
+            trim = isinstance(matched, str) and not self.params.no_stop_trim
+            delta += self.detok.finish(matched if trim else None)
+            self.finish = {"type": out.finish_reason, "matched": matched}
+            if out.finish_reason == "length":
+                self.finish = {"type": "length", "length": len(self.output_ids)}
+        self.text += delta
+        return {"text": delta, "output_ids": list(out.new_ids), "meta_info": self.meta_info()}
+
+    def meta_info(self) -> dict[str, Any]:
+        return {"id": self.rid, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": len(self.output_ids), "cached_tokens": self.cached_tokens,
+                "finish_reason": self.finish, "e2e_latency": time.perf_counter() - self.start}
+
+    def result(self) -> dict[str, Any]:
+        return {"text": self.text, "output_ids": self.output_ids, "meta_info": self.meta_info()}
+
+
+def _read_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path.read_text() if path.is_file() else value

@@ -1,0 +1,108 @@
+"""ModelRunner: owns the parameters, the KV pool and the one jitted step function."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxengine.config import EngineConfig, compilation_cache_dir
+from jaxengine.models.registry import arch_from_hf_config, build_model
+from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
+from jaxengine.runtime.sampler import PenaltyState, record_tokens, sample
+from jaxengine.runtime.step_inputs import StepInputs, build_step_inputs
+from jaxengine.scheduler.scheduler import Batch
+
+log = logging.getLogger(__name__)
+
+CPU_DEFAULT_TOTAL_TOKENS = 16384
+
+
+def resolve_dtype(name: str, platform: str) -> jnp.dtype:
+    if name == "auto":
+        # bf16 matmuls are slower than fp32 on XLA:CPU.
+        return jnp.dtype(jnp.float32 if platform == "cpu" else jnp.bfloat16)
+    return jnp.dtype(name)
+
+
+def enable_compilation_cache() -> None:
+    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, checkpoint):
+        enable_compilation_cache()
+        self.device = jax.devices()[0]
+        self.platform = self.device.platform
+        log.info("running on %s (%s)", self.device.device_kind, self.platform)
+        self.dtype = resolve_dtype(config.model.dtype, self.platform)
+        self.arch = arch_from_hf_config(checkpoint.hf_config)
+        self.context_length = self._context_length(config)
+        t0 = time.perf_counter()
+        model = build_model(checkpoint.hf_config, checkpoint.tensors(), self.dtype)
+        log.info("weights placed in %.1fs", time.perf_counter() - t0)
+        self.graphdef, self.state = nnx.split(model)
+        self.page_size = config.cache.page_size
+        self.num_pages = self._num_pages(config)
+        self.max_total_tokens = (self.num_pages - 1) * self.page_size
+        self.max_seqs = config.scheduler.max_running_requests
+        self.max_pages_per_seq = -(-self.context_length // self.page_size)
+        a = self.arch
+        self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
+                                   a.head_dim, self.dtype)
+        self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
+        self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2))
+
+    def _context_length(self, config: EngineConfig) -> int:
+        limit = self.arch.max_position_embeddings
+        if self.arch.sliding_window:
+            # The reference attention is exact only inside the window.
+            limit = min(limit, self.arch.sliding_window)
+        wanted = config.model.context_length or limit
+        if wanted > limit:
+            raise ValueError(f"--context-length {wanted} exceeds the model's limit {limit}")
+        return wanted
+
+    def _num_pages(self, config: EngineConfig) -> int:
+        tokens = config.cache.max_total_tokens
+        if tokens is None:
+            tokens = self._tokens_from_memory(config.cache.mem_fraction_static)
+        return tokens // config.cache.page_size + 1  # + the dummy page 0
+
+    def _tokens_from_memory(self, fraction: float) -> int:
+        stats = self.device.memory_stats() if self.platform != "cpu" else None
+        if not stats or "bytes_limit" not in stats:
+            return CPU_DEFAULT_TOTAL_TOKENS
+        weights = sum(x.nbytes for x in jax.tree.leaves(self.state))
+        free = stats["bytes_limit"] * fraction - weights
+        a = self.arch
+        per_token = bytes_per_token(a.num_layers, a.num_kv_heads, a.head_dim, self.dtype)
+        if free < per_token * self.context_length:
+            raise ValueError("not enough accelerator memory for a KV pool of one context; "
+                             "raise --mem-fraction-static or lower --context-length")
+        return int(free // per_token)
+
+    def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
+        return build_step_inputs(batch, page_size=self.page_size, max_seqs=self.max_seqs,
+                                 max_pages_per_seq=self.max_pages_per_seq, eos_ids=eos_ids)
+
+    def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array]:
+        """Dispatch one step; returns device arrays (tokens [B], logprobs [B]) without waiting."""
+        tokens, logprobs, self.cache, self.penalties = self._step(
+            self.state, self.cache, self.penalties, inputs)
+        return tokens, logprobs
+
+
+def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, inputs: StepInputs):
+    model = nnx.merge(graphdef, state)
+    penalties = record_tokens(penalties, inputs.sampling, inputs.token_slot, inputs.tokens,
+                              inputs.token_is_output)
+    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.meta)  # [T, D]
+    logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
+    tokens, logprobs, penalties = sample(logits, penalties, inputs.sampling)
+    return tokens, logprobs, cache, penalties

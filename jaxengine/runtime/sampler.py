@@ -1,0 +1,112 @@
+"""On-device sampling: penalties, temperature, top-k / top-p / min-p, per-request seeds.
+
+Penalty state lives on device, one row per running-request slot (the last row is a dummy for
+padding): which tokens a request has seen (prompt and output, for the repetition penalty) and
+how often it produced each (for the frequency and presence penalties).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class PenaltyState(NamedTuple):
+    seen: jax.Array        # [R + 1, V] bool
+    out_counts: jax.Array  # [R + 1, V] int32
+
+    @staticmethod
+    def zeros(num_slots: int, vocab_size: int) -> PenaltyState:
+        return PenaltyState(jnp.zeros((num_slots + 1, vocab_size), jnp.bool_),
+                            jnp.zeros((num_slots + 1, vocab_size), jnp.int32))
+
+
+class SamplingInputs(NamedTuple):
+    """Per sequence [B]; padding rows use the dummy slot and greedy defaults."""
+
+    temperature: jax.Array         # f32; 0 = greedy
+    top_p: jax.Array               # f32
+    top_k: jax.Array               # i32; 0 = off
+    min_p: jax.Array               # f32
+    repetition_penalty: jax.Array  # f32
+    frequency_penalty: jax.Array   # f32
+    presence_penalty: jax.Array    # f32
+    seed: jax.Array                # u32
+    sample_index: jax.Array        # i32, which output token this is (folds into the key)
+    slot: jax.Array                # i32 penalty-state row
+    reset: jax.Array               # bool, clear the row before this step's tokens
+    counts_output: jax.Array       # bool, the sampled token is a real new output token
+    suppress_ids: jax.Array        # [B, E] i32 tokens banned this step (min_new_tokens); V = none
+
+
+def record_tokens(state: PenaltyState, sampling: SamplingInputs, token_slot: jax.Array,
+                  tokens: jax.Array, token_is_output: jax.Array) -> PenaltyState:
+    """Clear rows of newly admitted requests, then record the step's input tokens [T]."""
+    dummy = state.seen.shape[0] - 1
+    reset_rows = jnp.where(sampling.reset, sampling.slot, dummy)
+    seen = state.seen.at[reset_rows].set(False)
+    counts = state.out_counts.at[reset_rows].set(0)
+    seen = seen.at[token_slot, tokens].set(True)
+    counts = counts.at[token_slot, tokens].add(token_is_output.astype(jnp.int32))
+    return PenaltyState(seen.at[dummy].set(False), counts.at[dummy].set(0))
+
+
+def _apply_penalties(logits: jax.Array, state: PenaltyState, s: SamplingInputs) -> jax.Array:
+    seen = state.seen[s.slot]                               # [B, V]
+    counts = state.out_counts[s.slot].astype(jnp.float32)   # [B, V]
+    rep = s.repetition_penalty[:, None]
+    penalized = jnp.where(logits > 0, logits / rep, logits * rep)
+    logits = jnp.where(seen, penalized, logits)
+    logits = logits - s.frequency_penalty[:, None] * counts
+    logits = logits - s.presence_penalty[:, None] * (counts > 0)
+    rows = jnp.arange(logits.shape[0])[:, None]
+    return logits.at[rows, s.suppress_ids].set(-jnp.inf, mode="drop")
+
+
+def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
+    """Mask tokens outside top-k, top-p and min-p (logits already temperature-scaled)."""
+    V = logits.shape[-1]
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]               # [B, V] descending
+    k = jnp.where(s.top_k > 0, jnp.minimum(s.top_k, V), V)
+    kth = jnp.take_along_axis(sorted_logits, (k - 1)[:, None], axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
+    before = jnp.cumsum(probs, axis=-1) - probs
+    n_keep = jnp.maximum(jnp.sum(before < s.top_p[:, None], axis=-1), 1)
+    pth = jnp.take_along_axis(sorted_logits, (n_keep - 1)[:, None], axis=-1)
+    min_logit = sorted_logits[:, :1] + jnp.log(jnp.maximum(s.min_p, 1e-30))[:, None]
+    threshold = jnp.maximum(jnp.maximum(kth, pth), jnp.where(s.min_p[:, None] > 0, min_logit,
+                                                             -jnp.inf))
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs
+           ) -> tuple[jax.Array, jax.Array, PenaltyState]:
+    """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted)."""
+    logits = _apply_penalties(logits, state, s)
+    logprobs_all = jax.nn.log_softmax(logits, axis=-1)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    is_greedy = (s.temperature <= 0.0) | (s.top_k == 1)
+
+    def stochastic(logits):
+        scaled = logits / jnp.where(is_greedy, 1.0, s.temperature)[:, None]
+        needs_filter = jnp.any((s.top_k > 0) | (s.top_p < 1.0) | (s.min_p > 0.0))
+        scaled = jax.lax.cond(needs_filter, lambda x: _filter(x, s), lambda x: x, scaled)
+
+        def gumbel(seed, index):
+            key = jax.random.fold_in(jax.random.key(seed), index)
+            return jax.random.gumbel(key, (logits.shape[-1],), jnp.float32)
+
+        noise = jax.vmap(gumbel)(s.seed, s.sample_index)
+        drawn = jnp.argmax(scaled + noise, axis=-1).astype(jnp.int32)
+        return jnp.where(is_greedy, greedy, drawn)
+
+    tokens = jax.lax.cond(jnp.all(is_greedy), lambda x: greedy, stochastic, logits)
+    logprobs = jnp.take_along_axis(logprobs_all, tokens[:, None], axis=-1)[:, 0]
+    dummy = state.seen.shape[0] - 1
+    rows = jnp.where(s.counts_output, s.slot, dummy)
+    counts = state.out_counts.at[rows, tokens].add(1).at[dummy].set(0)
+    seen = state.seen.at[rows, tokens].set(True).at[dummy].set(False)
+    return tokens, logprobs, PenaltyState(seen, counts)

@@ -1,0 +1,1 @@
+"""Host-side scheduling: requests, batches, the page allocator. Imports no JAX."""

@@ -1,0 +1,53 @@
+"""Req: one generation request as the scheduler sees it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from jaxengine.sampling_params import SamplingParams
+
+
+class FinishReason(Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+
+
+@dataclass
+class Req:
+    rid: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    output_ids: list[int] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+    num_computed: int = 0        # tokens whose K/V are in the cache
+    slot: int = -1               # row of the on-device penalty state while running
+    outputs_at_admission: int = 0  # outputs already sampled when last admitted (preemption)
+    finish_reason: FinishReason | None = None
+    matched_stop: int | str | None = None
+    arrival_time: float = field(default_factory=time.monotonic)
+    num_preemptions: int = 0
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens whose K/V still have to be computed (the last sampled token included)."""
+        return self.num_tokens - self.num_computed
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.num_pending > 1 or not self.output_ids
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None

@@ -1,0 +1,197 @@
+"""Scheduler: continuous batching with chunked prefill and preemption by recompute.
+
+Each step it builds one ragged Batch: a token for every running decode, then prefill chunks
+(unfinished ones first, then newly admitted requests) under a token budget. When the KV pool
+runs out it preempts the most recently arrived running request: its pages are freed and it
+goes back to the front of the queue, to be recomputed from its prompt and outputs later.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jaxengine.scheduler.page_allocator import PageAllocator
+from jaxengine.scheduler.req import FinishReason, Req
+
+
+@dataclass
+class BatchEntry:
+    req: Req
+    start: int        # position of the first token computed in this step
+    length: int       # tokens computed in this step
+    samples: bool     # whether the step's last token yields a new output token
+    reset: bool       # first step since admission: the request's penalty state starts empty
+
+
+@dataclass
+class Batch:
+    entries: list[BatchEntry]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(e.length for e in self.entries)
+
+
+@dataclass(frozen=True)
+class SchedulerLimits:
+    page_size: int
+    num_pages: int
+    max_running: int
+    chunk_tokens: int            # token budget of one step
+    max_context: int             # prompt + output tokens of one request
+    attention_budget: int        # max (tokens in step) x (context of the longest sequence)
+
+
+class Scheduler:
+    def __init__(self, limits: SchedulerLimits, eos_ids: set[int],
+                 stop_text: Callable[[Req], str | None]):
+        self.limits = limits
+        self.allocator = PageAllocator(limits.num_pages)
+        self.waiting: deque[Req] = deque()
+        self.running: list[Req] = []
+        self.eos_ids = eos_ids
+        self.stop_text = stop_text   # returns the stop string the request's output ends with
+        self._free_slots = list(range(limits.max_running - 1, -1, -1))
+
+    # ---- requests in and out ------------------------------------------------------------
+    def add(self, req: Req) -> None:
+        self.waiting.append(req)
+
+    def abort(self, rid: str) -> Req | None:
+        for req in list(self.waiting):
+            if req.rid == rid:
+                self.waiting.remove(req)
+                req.finish_reason = FinishReason.ABORT
+                return req
+        for req in self.running:
+            if req.rid == rid:
+                req.finish_reason = FinishReason.ABORT
+                self._release(req)
+                return req
+        return None
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ---- building a step ----------------------------------------------------------------
+    def schedule(self) -> Batch | None:
+        entries: list[BatchEntry] = []
+        budget = self.limits.chunk_tokens
+        for req in self._decodes_with_room():
+            entries.append(BatchEntry(req, req.num_computed, 1, True, False))
+            budget -= 1
+        longest = max((e.start + 1 for e in entries), default=0)
+        for req in [r for r in self.running if r.in_prefill]:
+            budget, longest = self._add_chunk(req, entries, budget, longest, reset=False)
+        while self.waiting and len(self.running) < self.limits.max_running and budget > 0:
+            req = self.waiting[0]
+            before = len(entries)
+            budget, longest = self._add_chunk(req, entries, budget, longest, reset=True)
+            if len(entries) == before:
+                break
+            self.waiting.popleft()
+            req.slot = self._free_slots.pop()
+            req.outputs_at_admission = len(req.output_ids)
+            self.running.append(req)
+        return Batch(entries) if entries else None
+
+    def _decodes_with_room(self) -> list[Req]:
+        """Running decodes, each with a page for its next token; preempts when pages run out."""
+        decodes = [r for r in self.running if not r.in_prefill]
+        ready = []
+        for req in sorted(decodes, key=lambda r: r.arrival_time):
+            if req.finished or req not in self.running:
+                continue
+            while not self._grow(req, req.num_computed + 1):
+                victim = max(self.running, key=lambda r: r.arrival_time)
+                self._preempt(victim)
+                if victim is req:
+                    break
+            if req in self.running:
+                ready.append(req)
+        return ready
+
+    def _add_chunk(self, req: Req, entries: list[BatchEntry], budget: int, longest: int,
+                   reset: bool) -> tuple[int, int]:
+        start = req.num_computed
+        chunk = min(req.num_pending, budget)
+        tokens = sum(e.length for e in entries)
+        # Keep (tokens in step) x (longest context) under the attention budget.
+        while chunk > 0 and (tokens + chunk) * max(longest, start + chunk) > self.limits.attention_budget:
+            chunk //= 2
+        if chunk <= 0 or (chunk < req.num_pending and chunk < self.limits.page_size and entries):
+            return budget, longest
+        if not self._grow(req, start + chunk):
+            return budget, longest
+        samples = start + chunk == req.num_tokens
+        entries.append(BatchEntry(req, start, chunk, samples, reset))
+        return budget - chunk, max(longest, start + chunk)
+
+    def _grow(self, req: Req, num_tokens: int) -> bool:
+        """Own enough pages for num_tokens tokens; False (nothing taken) if the pool is short."""
+        need = -(-num_tokens // self.limits.page_size) - len(req.pages)
+        if need <= 0:
+            return True
+        pages = self.allocator.alloc(need)
+        if pages is None:
+            return False
+        req.pages.extend(pages)
+        return True
+
+    def _preempt(self, req: Req) -> None:
+        self._release(req)
+        req.num_computed = 0
+        req.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _release(self, req: Req) -> None:
+        self.allocator.free(req.pages)
+        req.pages = []
+        if req in self.running:
+            self.running.remove(req)
+            self._free_slots.append(req.slot)
+            req.slot = -1
+
+    # ---- after the step -----------------------------------------------------------------
+    def process(self, batch: Batch, sampled: list[int]) -> list[Req]:
+        """Record the step's results; returns the requests that got a new token or finished."""
+        touched = []
+        for entry, token in zip(batch.entries, sampled):
+            req = entry.req
+            if req.finished or req not in self.running:
+                continue  # aborted while the step ran
+            req.num_computed = entry.start + entry.length
+            if not entry.samples:
+                continue
+            req.output_ids.append(token)
+            self._check_finished(req, token)
+            if req.finished:
+                self._release(req)
+            touched.append(req)
+        return touched
+
+    def _check_finished(self, req: Req, token: int) -> None:
+        p = req.params
+        n = len(req.output_ids)
+        if n >= p.min_new_tokens:
+            if token in (p.stop_token_ids or ()):
+                req.finish_reason, req.matched_stop = FinishReason.STOP, token
+                return
+            if not p.ignore_eos and token in self.eos_ids:
+                req.finish_reason, req.matched_stop = FinishReason.STOP, token
+                return
+            if p.stop_strs:
+                matched = self.stop_text(req)
+                if matched is not None:
+                    req.finish_reason, req.matched_stop = FinishReason.STOP, matched
+                    return
+        if n >= p.max_new_tokens or req.num_tokens >= self.limits.max_context:
+            req.finish_reason = FinishReason.LENGTH
+
+    def check_integrity(self) -> None:
+        self.allocator.check_integrity([r.pages for r in self.running])
+        slots = [r.slot for r in self.running] + self._free_slots
+        assert sorted(slots) == list(range(self.limits.max_running)), "slot leak"

@@ -1,0 +1,1 @@
+"""Maintenance scripts: model fetch, checkpoint conversion."""
