@@ -27,7 +27,7 @@ class CoreClient:
         # and a parent that already initialised JAX is never forked.
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxengine.engine_core", str(theirs.fileno())],
+            [sys.executable, "-m", "jaxengine.core_process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()])
         theirs.close()
         self._conn = Connection(ours.detach())

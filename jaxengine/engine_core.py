@@ -8,10 +8,8 @@ It speaks token ids only. Messages in (over a multiprocessing Pipe): ("add", Add
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -163,16 +161,3 @@ def _abort_all(core: EngineCore) -> list[TokenOutput]:
     rids = [r.rid for r in list(core.scheduler.running) + list(core.scheduler.waiting)]
     return [out for rid in rids if (out := core.abort(rid)) is not None]
 
-
-def main() -> None:
-    """`python -m jaxengine.engine_core FD`: FD is a socket to the client (CoreClient)."""
-    conn = Connection(int(sys.argv[1]))
-    run_engine_core(conn.recv(), conn)
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so pickled outputs name jaxengine.engine_core classes
-    # rather than __main__ ones the client cannot resolve.
-    from jaxengine.engine_core import main as module_main
-
-    module_main()

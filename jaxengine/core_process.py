@@ -1,0 +1,22 @@
+"""`python -m jaxengine.core_process FD`: the engine-core process that CoreClient starts.
+
+FD is the child's end of a socket pair; the first message on it is the EngineConfig. This
+module is kept apart from jaxengine.engine_core so that the classes sent back are pickled
+under their importable names.
+"""
+
+from __future__ import annotations
+
+import sys
+from multiprocessing.connection import Connection
+
+from jaxengine.engine_core import run_engine_core
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    run_engine_core(conn.recv(), conn)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`python -m jaxengine.serve [flags]`: load the engine, then serve the HTTP API with uvicorn.
+
+The port is bound before the model loads, so a busy port fails in a second rather than after
+minutes of loading; connections are refused until the engine is ready. "ready on
+http://host:port" is logged once the engine is loaded and the server is accepting requests.
+The engine is shut down however the server exits (Ctrl-C, SIGTERM, an error).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+
+from jaxengine.config import EngineConfig, from_cli
+
+logger = logging.getLogger("jaxengine.serve")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for host:port (IPv4 or IPv6); OSError if the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that announces readiness once it is listening."""
+
+    def __init__(self, config: uvicorn.Config, url: str) -> None:
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            logger.info("ready on %s", self.url)
+
+
+def serve(config: EngineConfig) -> None:
+    """Load the engine described by `config` and serve it until interrupted."""
+    from jaxengine.engine import Engine  # heavy: JAX and the model come with it
+    from server.app import create_app
+
+    host, port = config.server.host, config.server.port
+    try:
+        sock = bind_socket(host, port)
+    except OSError as e:
+        raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    engine = Engine(config=config)
+    try:
+        app = create_app(engine)
+        uv_config = uvicorn.Config(app, log_level=config.server.log_level,
+                                   timeout_graceful_shutdown=5)
+        display_host = f"[{host}]" if ":" in host else host
+        _Server(uv_config, f"http://{display_host}:{port}").run(sockets=[sock])
+    finally:
+        sock.close()
+        engine.shutdown()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn handles SIGTERM itself while serving and re-raises it once it has shut down;
+    # turning it into SystemExit (instead of the default instant death) lets `serve` run its
+    # `finally` and stop the engine-core process.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = from_cli(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(config)
+
+
+if __name__ == "__main__":
+    main()

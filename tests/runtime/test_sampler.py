@@ -1,0 +1,90 @@
+"""The on-device sampler against plain numpy / HF logits processors."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+
+from jaxengine.runtime.sampler import PenaltyState, SamplingInputs, record_tokens, sample
+
+V = 64
+
+
+def inputs(B: int, **over) -> SamplingInputs:
+    base = dict(temperature=np.zeros(B, np.float32), top_p=np.ones(B, np.float32),
+                top_k=np.zeros(B, np.int32), min_p=np.zeros(B, np.float32),
+                repetition_penalty=np.ones(B, np.float32),
+                frequency_penalty=np.zeros(B, np.float32),
+                presence_penalty=np.zeros(B, np.float32), seed=np.arange(B, dtype=np.uint32),
+                sample_index=np.zeros(B, np.int32), slot=np.arange(B, dtype=np.int32),
+                reset=np.zeros(B, bool), counts_output=np.zeros(B, bool),
+                suppress_ids=np.full((B, 8), np.iinfo(np.int32).max, np.int32))
+    base.update({k: np.asarray(v, base[k].dtype) for k, v in over.items()})
+    return SamplingInputs(**base)
+
+
+def test_greedy_picks_argmax():
+    logits = np.random.default_rng(0).normal(size=(3, V)).astype(np.float32)
+    tokens, logprobs, _ = sample(jnp.asarray(logits), PenaltyState.zeros(3, V), inputs(3))
+    assert np.asarray(tokens).tolist() == logits.argmax(-1).tolist()
+    want = logits.max(-1) - np.log(np.exp(logits).sum(-1))
+    np.testing.assert_allclose(np.asarray(logprobs), want, rtol=1e-5, atol=1e-5)
+
+
+def test_penalties_match_hf_processors():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, V)).astype(np.float32)
+    prompt, outputs = [3, 5, 5, 9], [5, 11, 11, 11]
+    state = PenaltyState.zeros(1, V)
+    # A prefill of the prompt (reset), then the outputs as if each had been sampled.
+    s = inputs(1, reset=[True])
+    state = record_tokens(state, s, jnp.zeros(4, jnp.int32), jnp.asarray(prompt),
+                          jnp.zeros(4, bool))
+    state = record_tokens(state, inputs(1), jnp.zeros(4, jnp.int32), jnp.asarray(outputs),
+                          jnp.ones(4, bool))
+    s = inputs(1, repetition_penalty=[1.3], frequency_penalty=[0.5], presence_penalty=[0.25])
+    ids = torch.tensor([prompt + outputs])
+    ref = transformers.RepetitionPenaltyLogitsProcessor(1.3)(ids, torch.tensor(logits)).numpy()
+    counts = np.bincount(outputs, minlength=V)
+    ref = ref - 0.5 * counts - 0.25 * (counts > 0)
+    tokens, logprobs, _ = sample(jnp.asarray(logits), state, s)
+    assert int(tokens[0]) == int(ref.argmax())
+    want = ref.max() - np.log(np.exp(ref).sum())
+    np.testing.assert_allclose(float(logprobs[0]), want, rtol=1e-5)
+
+
+def test_suppressed_ids_are_never_chosen():
+    logits = np.zeros((1, V), np.float32)
+    logits[0, 7] = 10.0
+    suppress = np.full((1, 8), np.iinfo(np.int32).max, np.int32)
+    suppress[0, 0] = 7
+    tokens, _, _ = sample(jnp.asarray(logits), PenaltyState.zeros(1, V),
+                          inputs(1, suppress_ids=suppress))
+    assert int(tokens[0]) != 7
+
+
+def _draws(logits: np.ndarray, n: int, **over) -> np.ndarray:
+    B = n
+    batch = np.repeat(logits[None], B, axis=0)
+    s = inputs(B, temperature=np.full(B, over.pop("temperature", 1.0)), **{
+        k: np.full(B, v) for k, v in over.items()})
+    tokens, _, _ = sample(jnp.asarray(batch), PenaltyState.zeros(B, V), s)
+    return np.asarray(tokens)
+
+
+def test_top_k_top_p_min_p_restrict_the_support():
+    logits = np.log(np.array([0.4, 0.3, 0.15, 0.1, 0.05] + [1e-9] * (V - 5), np.float32))
+    assert set(_draws(logits, 256, top_k=2).tolist()) <= {0, 1}
+    assert set(_draws(logits, 256, top_p=0.6).tolist()) <= {0, 1}
+    assert set(_draws(logits, 256, top_p=0.8).tolist()) <= {0, 1, 2}
+    assert set(_draws(logits, 256, min_p=0.3).tolist()) <= {0, 1, 2}
+
+
+def test_temperature_sampling_follows_the_distribution():
+    probs = np.array([0.5, 0.3, 0.2] + [0.0] * (V - 3))
+    logits = np.log(np.maximum(probs, 1e-30)).astype(np.float32)
+    draws = _draws(logits, 4000)
+    freq = np.bincount(draws, minlength=V)[:3] / len(draws)
+    np.testing.assert_allclose(freq, probs[:3], atol=0.04)
