@@ -50,12 +50,13 @@ class IncrementalDetokenizer:
                     break
         return held
 
-    def finish(self, matched_stop: str | None = None, trim: bool = True) -> str:
-        """The remaining text; cut at the matched stop string unless trim is False."""
+    def finish(self, ids: list[int], matched_stop: str | None = None) -> str:
+        """Take the last ids; return the remaining text, cut at matched_stop if one is given."""
+        self.ids.extend(ids)
         if self._read < len(self.ids):
             self.text = self._decode(self.ids)  # flush a trailing incomplete character
         final = self.text
-        if matched_stop is not None and trim:
+        if matched_stop is not None:
             cut = final.find(matched_stop)
             if cut >= 0:
                 final = final[:cut]

@@ -212,13 +212,14 @@ class _Request:
 
     def consume(self, out: TokenOutput) -> dict[str, Any]:
         """Fold one TokenOutput in; return the streaming chunk (deltas) it makes."""
-        delta = self.detok.push(out.new_ids)
         self.output_ids.extend(out.new_ids)
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
-        if out.finish_reason is not None:
+        if out.finish_reason is None:
+            delta = self.detok.push(out.new_ids)
+        else:
             matched = out.matched_stop
             trim = isinstance(matched, str) and not self.params.no_stop_trim
-            delta += self.detok.finish(matched if trim else None)
+            delta = self.detok.finish(out.new_ids, matched if trim else None)
             self.finish = {"type": out.finish_reason, "matched": matched}
             if out.finish_reason == "length":
                 self.finish = {"type": "length", "length": len(self.output_ids)}
