@@ -141,7 +141,12 @@ class Engine:
         values = value if isinstance(value, list) else [value] * count
         if len(values) != count:
             raise ValueError(f"{len(values)} sampling_params for {count} prompts")
-        return [SamplingParams.from_any(v) for v in values]
+        params = [SamplingParams.from_any(v) for v in values]
+        for p in params:
+            if any(t >= self.vocab_size for t in p.stop_token_ids or []):
+                raise ValueError(f"stop_token_ids must be below the vocabulary size "
+                                 f"{self.vocab_size}")
+        return params
 
     def _seed(self, p: SamplingParams, index: int) -> int:
         return (p.seed + index) if p.seed is not None else self._seeds.getrandbits(32)

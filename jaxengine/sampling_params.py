@@ -29,7 +29,8 @@ class SamplingParams:
     stop_strs: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.stop_strs = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        stop = self.stop
+        self.stop_strs = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
 
     @classmethod
     def from_any(cls, value: SamplingParams | dict[str, Any] | None) -> SamplingParams:
@@ -43,20 +44,24 @@ class SamplingParams:
             unknown = sorted(set(value) - known)
             if unknown:
                 raise ValueError(f"unknown sampling parameter(s) {unknown}")
-            params = cls(**value)
+            try:
+                params = cls(**value)
+            except TypeError as e:
+                raise ValueError(str(e)) from e
         else:
             raise ValueError(f"sampling_params must be a dict or SamplingParams, not {type(value)}")
         params.validate()
         return params
 
     def validate(self) -> None:
-        """Raise ValueError naming the first parameter that is out of range."""
+        """Raise ValueError naming the first parameter of the wrong type or out of range."""
+        self._check_types()
         checks = [
             ("max_new_tokens", self.max_new_tokens >= 0, "must be >= 0"),
             ("min_new_tokens", 0 <= self.min_new_tokens, "must be >= 0"),
             ("temperature", self.temperature >= 0.0, "must be >= 0"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("top_k", self.top_k == -1 or self.top_k >= 0, "must be -1 (off) or >= 0"),
+            ("top_k", self.top_k == -1 or 0 <= self.top_k < 2**31, "must be -1 (off) or >= 0"),
             ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
@@ -64,7 +69,7 @@ class SamplingParams:
             ("n", 1 <= self.n <= 128, "must be in [1, 128]"),
             ("stop", all(isinstance(s, str) and s for s in self.stop_strs),
              "must be a non-empty string or a list of them"),
-            ("stop_token_ids", all(isinstance(t, int) and t >= 0
+            ("stop_token_ids", all(not isinstance(t, bool) and isinstance(t, int) and t >= 0
                                    for t in self.stop_token_ids or []),
              "must be a list of non-negative token ids"),
         ]
@@ -72,6 +77,30 @@ class SamplingParams:
             if not ok:
                 raise ValueError(f"{name} {why} (got {getattr(self, name)!r})")
 
+    def _check_types(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = _TYPES.get(f.name)
+            if kind is None or value is None:
+                continue
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+            if not ok:
+                want = "a number" if kind is _NUMBER else f"of type {kind.__name__}"
+                raise ValueError(f"{f.name} must be {want}, not {type(value).__name__}")
+        if self.stop is not None and not isinstance(self.stop, (str, list)):
+            raise ValueError("stop must be a string or a list of strings")
+        if self.stop_token_ids is not None and not isinstance(self.stop_token_ids, list):
+            raise ValueError("stop_token_ids must be a list of token ids")
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+
+_NUMBER = (int, float)
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "max_new_tokens": int, "min_new_tokens": int, "temperature": _NUMBER, "top_p": _NUMBER,
+    "top_k": int, "min_p": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER,
+    "repetition_penalty": _NUMBER, "ignore_eos": bool, "skip_special_tokens": bool,
+    "spaces_between_special_tokens": bool, "no_stop_trim": bool, "n": int, "seed": int,
+}

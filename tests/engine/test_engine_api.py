@@ -92,3 +92,16 @@ def test_one_call_helper_reuses_its_engine():
     first = je._cached
     je.generate("again", max_new_tokens=2)
     assert je._cached is first
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"temperature": "hot"}, "temperature must be a number"),
+    ({"stop_token_ids": 5}, "stop_token_ids"),
+    ({"stop": 5}, "stop must be"),
+    ({"top_k": 10**12}, "top_k"),
+    ({"n": True}, "n must be"),
+    ({"stop_token_ids": [2**40], "min_new_tokens": 2}, "vocabulary"),
+])
+def test_wrongly_typed_or_huge_params_are_value_errors(default_engine, params, match):
+    with pytest.raises(ValueError, match=match):
+        default_engine.generate("hi", params)

@@ -1,0 +1,16 @@
+"""The HTTP server: an OpenAI-compatible API (plus SGLang's native endpoints) over Engine.
+
+Modules, one job each:
+    app.py                 create_app(engine): routers, error handlers, /v1/models
+    protocol.py            pydantic request/response bodies
+    inputs.py              request -> token ids and sampling params, with the 400 checks
+    generation.py          n choices / batched prompts as concurrent engine requests, SSE
+    openai_chat.py         POST /v1/chat/completions
+    openai_completions.py  POST /v1/completions
+    native.py              /generate, /health, /get_model_info, /get_server_info
+    errors.py              OpenAI-style error bodies; bad input is always a 400
+"""
+
+from .app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,63 @@
+"""The FastAPI application: `create_app(engine)` wires the routers, the error handlers and
+the model list around one already-loaded Engine (only its public API is used)."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from . import native, openai_chat, openai_completions
+from .errors import APIError, install_error_handlers
+from .generation import ClientDisconnected
+from .protocol import ModelCard, ModelList
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jaxengine")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def create_app(engine: Any) -> FastAPI:
+    """An OpenAI-compatible (plus SGLang-native) HTTP API in front of `engine`."""
+    app = FastAPI(title="jaxengine", version=_version(),
+                  description="OpenAI-compatible LLM server on JAX")
+    info = engine.get_model_info()
+    app.state.engine = engine
+    app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
+    app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
+                                     root=str(info.get("model_path") or engine.served_model_name),
+                                     max_model_len=engine.context_length)
+
+    install_error_handlers(app)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody is listening; nginx's "client closed"
+
+    app.include_router(openai_chat.router)
+    app.include_router(openai_completions.router)
+    app.include_router(native.router)
+
+    @app.get("/v1/models")
+    async def list_models(raw: Request) -> JSONResponse:
+        return JSONResponse(ModelList(data=[raw.app.state.model_card]).model_dump())
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str, raw: Request) -> JSONResponse:
+        card: ModelCard = raw.app.state.model_card
+        if model_id != card.id:
+            raise APIError(f"The model '{model_id}' does not exist; this server serves "
+                           f"'{card.id}'", status=404, param="model", code="model_not_found")
+        return JSONResponse(card.model_dump())
+
+    @app.get("/version")
+    async def version() -> JSONResponse:
+        return JSONResponse({"version": _version()})
+
+    return app

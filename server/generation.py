@@ -1,0 +1,233 @@
+"""Running one HTTP request as one or more engine requests (n choices, batched prompts).
+
+`n > 1` is done here: n concurrent `async_generate` calls with n=1 each (seed + i). Every
+engine request has its own id, so a client that goes away gets all of its requests aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from jaxengine.sampling_params import SamplingParams
+
+from .errors import APIError
+
+logger = logging.getLogger(__name__)
+
+_OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the answer was ready."""
+
+
+@dataclass
+class Job:
+    """One engine request: `index` is the choice index it answers."""
+
+    index: int
+    rid: str
+    sampling: dict[str, Any]
+    input_ids: list[int] | None = None
+    prompt: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "input_ids": self.input_ids,
+                "sampling_params": self.sampling, "request_id": self.rid}
+
+
+def check_sampling(params: dict[str, Any], vocab_size: int,
+                   openai_names: bool = True) -> dict[str, Any]:
+    """Validate with the engine's own rules (a ValueError becomes a 400 naming the field) and
+    return the params the engine gets: top_k past the vocabulary means "no top-k", and token
+    ids must be real ids, so that no request can put out-of-range values into a batch."""
+    def fail(message: str, name: str) -> APIError:
+        param = _OPENAI_NAMES.get(name, name) if openai_names else name
+        if openai_names and name in _OPENAI_NAMES:
+            message = param + message[len(name):]
+        known = {f.name for f in dataclasses.fields(SamplingParams)}
+        return APIError(message, param=param if name in known else None)
+
+    try:
+        SamplingParams.from_any(params)
+    except ValueError as e:
+        raise fail(str(e), str(e).split(" ", 1)[0]) from e
+    except TypeError as e:  # a value of the wrong type, e.g. {"temperature": "hot"}
+        raise APIError(f"invalid sampling parameters: {e}", param="sampling_params") from e
+    params = dict(params)
+    if isinstance(params.get("top_k"), int) and params["top_k"] > vocab_size:
+        params["top_k"] = vocab_size
+    bad = [t for t in params.get("stop_token_ids") or [] if t >= vocab_size]
+    if bad:
+        raise fail(f"stop_token_ids holds {bad[0]}, past the vocabulary ({vocab_size} tokens)",
+                   "stop_token_ids")
+    return params
+
+
+def choice_seeds(seed: int | None, n: int) -> list[int | None]:
+    """Seeds for n choices: seed + i; a random base when n > 1 and no seed, so they differ."""
+    if seed is None and n > 1:
+        seed = random.randrange(2**31)
+    return [None if seed is None else seed + i for i in range(n)]
+
+
+def make_jobs(base_id: str, prompts: list[list[int]], samplings: list[dict[str, Any]],
+              n: int) -> list[Job]:
+    """n jobs per prompt, with that prompt's sampling dict; choice index = prompt_index * n + i
+    (the OpenAI order for batched prompts)."""
+    jobs = []
+    seeds = choice_seeds(samplings[0].get("seed"), n)
+    for p, (ids, sampling) in enumerate(zip(prompts, samplings, strict=True)):
+        for i in range(n):
+            params = dict(sampling)
+            if seeds[i] is not None:
+                params["seed"] = seeds[i]
+            index = p * n + i
+            jobs.append(Job(index, f"{base_id}-{index}", params, input_ids=ids))
+    return jobs
+
+
+def finish_reason(meta: dict[str, Any]) -> tuple[str | None, int | str | None]:
+    """Engine finish_reason -> (OpenAI finish_reason, matched stop); abort is an error."""
+    fr = meta.get("finish_reason")
+    if fr is None:
+        return None, None
+    kind = fr.get("type")
+    if kind == "abort":
+        status = fr.get("status_code") or 500
+        raise APIError(f"The request was aborted: {fr.get('message') or 'engine abort'}",
+                       status=status)
+    return ("length" if kind == "length" else "stop"), fr.get("matched")
+
+
+async def _watch_disconnect(request: Request | None, pending: set[asyncio.Future]) -> None:
+    if request is not None and pending and await request.is_disconnected():
+        raise ClientDisconnected()
+
+
+async def generate_all(engine: Any, jobs: list[Job], request: Request | None) -> list[dict]:
+    """Run the jobs concurrently to completion; abort them all if one fails or the client goes."""
+    tasks = [asyncio.ensure_future(engine.async_generate(**job.kwargs(), stream=False))
+             for job in jobs]
+    try:
+        pending: set[asyncio.Future] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=0.5,
+                                               return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+            await _watch_disconnect(request, pending)
+        return [task.result() for task in tasks]
+    finally:
+        for job, task in zip(jobs, tasks, strict=True):
+            if not task.done():
+                task.cancel()
+                _abort(engine, job.rid)
+
+
+def _abort(engine: Any, rid: str) -> None:
+    try:
+        engine.abort(rid)
+    except Exception:  # aborting is best effort; never mask the real outcome
+        logger.exception("engine.abort(%s) failed", rid)
+
+
+@dataclass
+class StreamSet:
+    """The engine streams of one HTTP request, started together and read as one stream."""
+
+    engine: Any
+    jobs: list[Job]
+    _iters: list[Any] = field(default_factory=list)
+    _first: list[dict] = field(default_factory=list)
+    _finished: set[int] = field(default_factory=set)
+    _closed: bool = False
+
+    async def start(self) -> None:
+        """Start every stream and read its first chunk, so that a bad request (ValueError)
+        is raised here, before any byte of the response is sent."""
+        calls = [asyncio.ensure_future(self.engine.async_generate(**job.kwargs(), stream=True))
+                 for job in self.jobs]
+        try:
+            self._iters = list(await asyncio.gather(*calls))
+            self._first = list(await asyncio.gather(*(anext(it) for it in self._iters)))
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            self.close()
+            raise
+
+    async def chunks(self) -> AsyncIterator[tuple[Job, dict]]:
+        """(job, chunk) pairs in arrival order; each job's last chunk has a finish_reason."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(k: int) -> None:
+            try:
+                await queue.put((k, self._first[k]))
+                if self._first[k]["meta_info"].get("finish_reason") is None:
+                    async for chunk in self._iters[k]:
+                        await queue.put((k, chunk))
+                await queue.put((k, None))
+            except Exception as e:  # handed to the reader, which reports it to the client
+                await queue.put((k, e))
+
+        pumps = [asyncio.create_task(pump(k)) for k in range(len(self.jobs))]
+        try:
+            done = 0
+            while done < len(self.jobs):
+                k, item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                if item is None:
+                    done += 1
+                    continue
+                if item["meta_info"].get("finish_reason") is not None:
+                    self._finished.add(k)
+                yield self.jobs[k], item
+        finally:
+            for task in pumps:
+                task.cancel()
+            self.close()
+
+    def close(self) -> None:
+        """Abort every stream that has not finished (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for k, job in enumerate(self.jobs):
+            if k not in self._finished:
+                _abort(self.engine, job.rid)
+
+
+class SSEResponse(StreamingResponse):
+    """text/event-stream that runs `on_close` however the stream ends (done, error, client
+    disconnect), so unfinished engine requests are always aborted."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+SSE_DONE = sse("[DONE]")

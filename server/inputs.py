@@ -1,0 +1,123 @@
+"""From an OpenAI request to engine inputs: token ids, sampling params, and the checks that
+turn a request the engine cannot serve into a clear 400 before it reaches the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import APIError
+from .generation import check_sampling
+from .protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+
+
+def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -> dict[str, Any]:
+    """The SGLang sampling dict for one choice (n is handled by the server, seed per choice)."""
+    params: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": req.min_tokens,
+        "top_k": req.top_k,
+        "min_p": req.min_p,
+        "frequency_penalty": req.frequency_penalty,
+        "presence_penalty": req.presence_penalty,
+        "repetition_penalty": req.repetition_penalty,
+        "stop": req.stop,
+        "stop_token_ids": req.stop_token_ids,
+        "ignore_eos": req.ignore_eos,
+        "skip_special_tokens": req.skip_special_tokens,
+        "spaces_between_special_tokens": req.spaces_between_special_tokens,
+        "no_stop_trim": req.no_stop_trim,
+        "seed": req.seed,
+    }
+    if req.temperature is not None:
+        params["temperature"] = req.temperature
+    if req.top_p is not None:
+        params["top_p"] = req.top_p
+    return check_sampling(params, vocab_size)
+
+
+def reject_unsupported(req: SamplingFields) -> None:
+    """Fields that would change the answer and that this server cannot honour yet."""
+    if req.logit_bias:
+        raise APIError("logit_bias is not supported", param="logit_bias")
+    if isinstance(req, ChatCompletionRequest):
+        if req.logprobs or req.top_logprobs:
+            raise APIError("logprobs are not supported yet", param="logprobs")
+        if req.tools and req.tool_choice != "none":
+            raise APIError("tool calling is not supported yet", param="tools")
+        fmt = (req.response_format or {}).get("type", "text")
+        if fmt != "text":
+            raise APIError(f"response_format {fmt!r} is not supported yet; use 'text'",
+                           param="response_format")
+    if isinstance(req, CompletionRequest):
+        if req.logprobs:
+            raise APIError("logprobs are not supported yet", param="logprobs")
+        if req.suffix:
+            raise APIError("suffix is not supported", param="suffix")
+        if req.best_of is not None and req.best_of != req.n:
+            raise APIError("best_of must equal n (or be left out)", param="best_of")
+    if not req.stream and req.stream_options is not None:
+        raise APIError("stream_options is only allowed when stream is true",
+                       param="stream_options")
+
+
+def chat_input_ids(engine: Any, req: ChatCompletionRequest) -> list[int]:
+    messages = []
+    for msg in req.messages:
+        role = "system" if msg.role == "developer" else msg.role
+        messages.append({"role": role, "content": msg.text()})
+    try:
+        return list(engine.apply_chat_template(messages, add_generation_prompt=True))
+    except ValueError as e:
+        raise APIError(f"Cannot apply the chat template: {e}", param="messages") from e
+
+
+def completion_prompts(engine: Any, req: CompletionRequest,
+                       vocab_size: int) -> list[tuple[list[int], str]]:
+    """Each prompt as (token ids, text); the text is what `echo` prepends."""
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        batch: list[str | list[int]] = [prompt]
+    elif prompt and all(isinstance(t, int) for t in prompt):
+        batch = [prompt]  # one prompt given as token ids
+    else:
+        batch = list(prompt)
+    if not batch:
+        raise APIError("prompt must not be empty", param="prompt")
+    out = []
+    for k, item in enumerate(batch):
+        param = "prompt" if len(batch) == 1 else f"prompt[{k}]"
+        if isinstance(item, str):
+            ids = list(engine.tokenizer.encode(item, add_special_tokens=False))  # as the engine does
+            text = item
+        else:
+            ids = list(item)
+            check_token_ids(ids, vocab_size, param)
+            text = engine.tokenizer.decode(ids)
+        if not ids:
+            raise APIError("prompt must not be empty", param=param)
+        out.append((ids, text))
+    return out
+
+
+def check_token_ids(ids: list[int], vocab_size: int, param: str) -> None:
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise APIError(f"token id {bad[0]} is out of range: the vocabulary has {vocab_size} "
+                       "tokens", param=param)
+
+
+def max_new_tokens(n_prompt: int, max_tokens: int | None, context_length: int,
+                   param: str) -> int:
+    """Tokens left for the completion; a 400 when the prompt (plus max_tokens) does not fit."""
+    if n_prompt >= context_length:
+        raise APIError(f"This model's maximum context length is {context_length} tokens, "
+                       f"but the prompt has {n_prompt} tokens. Please shorten the prompt.",
+                       param=param)
+    if max_tokens is None:
+        return context_length - n_prompt
+    if n_prompt + max_tokens > context_length:
+        raise APIError(f"This model's maximum context length is {context_length} tokens. "
+                       f"However, you requested {n_prompt + max_tokens} tokens ({n_prompt} in "
+                       f"the prompt, {max_tokens} for the completion). Please reduce the prompt "
+                       "or max_tokens.", param="max_tokens")
+    return max_tokens

@@ -1,0 +1,127 @@
+"""SGLang's native endpoints: /generate, /health, /health_generate, /get_model_info,
+/get_server_info.
+
+/generate answers with the engine's own dicts. Streaming follows SGLang: each SSE chunk
+carries the text and output_ids generated SO FAR (cumulative, not a delta), so SGLang clients
+that print `data["text"][prev:]` work unchanged; batched prompts add an "index" to each chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import APIError, sse_error
+from .generation import SSE_DONE, Job, SSEResponse, StreamSet, check_sampling, generate_all, sse
+from .inputs import check_token_ids
+from .protocol import GenerateRequest
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def json_safe(value: Any) -> Any:
+    """Engine info dicts may hold paths, numpy scalars or enums: make them plain JSON."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@router.get("/health")
+async def health() -> Response:
+    """200 once the engine is loaded (the server only starts listening after that)."""
+    return Response(status_code=200)
+
+
+@router.get("/health_generate")
+async def health_generate(raw: Request) -> Response:
+    """200 if the engine can generate one token within 20 s, 503 otherwise."""
+    engine = raw.app.state.engine
+    job = Job(0, f"health-{uuid.uuid4().hex}", {"max_new_tokens": 1, "temperature": 0.0},
+              input_ids=[0])
+    try:
+        await asyncio.wait_for(generate_all(engine, [job], raw), timeout=20)
+    except Exception as e:  # a timeout or any engine failure: not healthy
+        logger.warning("health_generate failed: %r", e)
+        return Response(status_code=503)
+    return Response(status_code=200)
+
+
+@router.get("/get_model_info")
+async def get_model_info(raw: Request) -> JSONResponse:
+    return JSONResponse(json_safe(raw.app.state.engine.get_model_info()))
+
+
+@router.get("/get_server_info")
+async def get_server_info(raw: Request) -> JSONResponse:
+    return JSONResponse(json_safe(raw.app.state.engine.get_server_info()))
+
+
+def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
+    """The engine requests of a /generate body, and whether it was a batch."""
+    if (req.text is None) == (req.input_ids is None):
+        raise APIError("Give exactly one of 'text' and 'input_ids'", param="text")
+    if req.text is not None:
+        batch = isinstance(req.text, list)
+        prompts: list[Any] = req.text if batch else [req.text]
+    else:
+        batch = bool(req.input_ids) and isinstance(req.input_ids[0], list)
+        prompts = req.input_ids if batch else [req.input_ids]
+    if not prompts:
+        raise APIError("The batch of prompts is empty", param="text")
+    sampling = req.sampling_params
+    samplings = sampling if isinstance(sampling, list) else [sampling or {}] * len(prompts)
+    rids = req.rid if isinstance(req.rid, list) else [req.rid] * len(prompts)
+    if len(samplings) != len(prompts) or len(rids) != len(prompts):
+        raise APIError("sampling_params and rid lists must match the number of prompts",
+                       param="sampling_params")
+    base = uuid.uuid4().hex
+    jobs = []
+    for k, (prompt, params, rid) in enumerate(zip(prompts, samplings, rids, strict=True)):
+        params = check_sampling(params, vocab_size, openai_names=False)
+        if params.get("n", 1) != 1:
+            raise APIError("/generate takes n=1; send the prompt n times instead",
+                           param="sampling_params.n")
+        if isinstance(prompt, str):
+            job = Job(k, rid or f"{base}-{k}", params, prompt=prompt)
+        else:
+            check_token_ids(prompt, vocab_size, "input_ids")
+            job = Job(k, rid or f"{base}-{k}", params, input_ids=list(prompt))
+        jobs.append(job)
+    return jobs, batch
+
+
+@router.post("/generate", response_model=None)
+async def generate(req: GenerateRequest, raw: Request) -> Response:
+    engine = raw.app.state.engine
+    jobs, batch = _jobs(req, raw.app.state.vocab_size)
+    if req.stream:
+        streams = StreamSet(engine, jobs)
+        await streams.start()
+        return SSEResponse(_stream(streams, batch), streams.close)
+    outputs = json_safe(await generate_all(engine, jobs, raw))
+    return JSONResponse(outputs if batch else outputs[0])
+
+
+async def _stream(streams: StreamSet, batch: bool) -> AsyncIterator[str]:
+    texts: dict[int, str] = {}
+    ids: dict[int, list[int]] = {}
+    try:
+        async for job, out in streams.chunks():
+            texts[job.index] = texts.get(job.index, "") + out["text"]
+            ids[job.index] = ids.get(job.index, []) + list(out["output_ids"])
+            body = dict(out, text=texts[job.index], output_ids=ids[job.index])
+            if batch:
+                body["index"] = job.index
+            yield sse(json.dumps(json_safe(body)))
+    except APIError as e:
+        yield sse_error(e)
+    except Exception as e:
+        logger.exception("/generate stream failed")
+        yield sse_error(APIError(f"Internal server error: {type(e).__name__}: {e}", status=500))
+    yield SSE_DONE

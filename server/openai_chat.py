@@ -1,0 +1,102 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import APIError, sse_error
+from .generation import (
+    SSE_DONE,
+    SSEResponse,
+    StreamSet,
+    finish_reason,
+    generate_all,
+    make_jobs,
+    sse,
+)
+from .inputs import chat_input_ids, max_new_tokens, reject_unsupported, sampling_params
+from .protocol import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessageOut,
+    ChatStreamChoice,
+    UsageInfo,
+)
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response:
+    engine = raw.app.state.engine
+    reject_unsupported(req)
+    ids = chat_input_ids(engine, req)
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    budget = max_new_tokens(len(ids), limit, engine.context_length, param="messages")
+    params = sampling_params(req, budget, raw.app.state.vocab_size)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    jobs = make_jobs(rid, [ids], [params], req.n)
+    model = req.model or engine.served_model_name
+
+    if req.stream:
+        streams = StreamSet(engine, jobs)
+        await streams.start()
+        return SSEResponse(_stream(streams, rid, model, req.n, req.include_usage), streams.close)
+
+    outputs = await generate_all(engine, jobs, raw)
+    choices, completion, cached = [], 0, 0
+    for job, out in zip(jobs, outputs, strict=True):
+        meta = out["meta_info"]
+        reason, matched = finish_reason(meta)
+        choices.append(ChatChoice(index=job.index, message=ChatMessageOut(content=out["text"]),
+                                  finish_reason=reason, matched_stop=matched))
+        completion += meta["completion_tokens"]
+        cached += meta.get("cached_tokens", 0)
+    prompt = outputs[0]["meta_info"]["prompt_tokens"]
+    body = ChatCompletionResponse(id=rid, model=model, choices=choices,
+                                  usage=UsageInfo.build(prompt, completion, cached))
+    return JSONResponse(body.model_dump())
+
+
+async def _stream(streams: StreamSet, rid: str, model: str, n: int,
+                  include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(choices: list[ChatStreamChoice], usage: UsageInfo | None = None) -> str:
+        body = ChatCompletionChunk(id=rid, created=created, model=model, choices=choices,
+                                   usage=usage)
+        return sse(body.model_dump_json())
+
+    for index in range(n):
+        yield chunk([ChatStreamChoice(index=index, delta={"role": "assistant", "content": ""})])
+    prompt = completion = cached = 0
+    try:
+        async for job, out in streams.chunks():
+            meta: dict[str, Any] = out["meta_info"]
+            if out["text"]:
+                yield chunk([ChatStreamChoice(index=job.index, delta={"content": out["text"]})])
+            reason, matched = finish_reason(meta)
+            if reason is not None:
+                yield chunk([ChatStreamChoice(index=job.index, delta={}, finish_reason=reason,
+                                              matched_stop=matched)])
+                prompt = meta["prompt_tokens"]
+                completion += meta["completion_tokens"]
+                cached += meta.get("cached_tokens", 0)
+        if include_usage:
+            yield chunk([], UsageInfo.build(prompt, completion, cached))
+    except APIError as e:
+        yield sse_error(e)
+    except Exception as e:
+        logger.exception("chat stream %s failed", rid)
+        yield sse_error(APIError(f"Internal server error: {type(e).__name__}: {e}", status=500))
+    yield SSE_DONE

@@ -1,0 +1,101 @@
+"""POST /v1/completions."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import APIError, sse_error
+from .generation import (
+    SSE_DONE,
+    Job,
+    SSEResponse,
+    StreamSet,
+    finish_reason,
+    generate_all,
+    make_jobs,
+    sse,
+)
+from .inputs import completion_prompts, max_new_tokens, reject_unsupported, sampling_params
+from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, UsageInfo
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(req: CompletionRequest, raw: Request) -> Response:
+    engine = raw.app.state.engine
+    reject_unsupported(req)
+    vocab_size = raw.app.state.vocab_size
+    prompts = completion_prompts(engine, req, vocab_size)
+    params = [sampling_params(req, max_new_tokens(
+        len(ids), req.max_tokens, engine.context_length,
+        param="prompt" if len(prompts) == 1 else f"prompt[{k}]"), vocab_size)
+        for k, (ids, _) in enumerate(prompts)]
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    jobs = make_jobs(rid, [ids for ids, _ in prompts], params, req.n)
+    echoes = [prompts[job.index // req.n][1] if req.echo else "" for job in jobs]
+    model = req.model or engine.served_model_name
+
+    if req.stream:
+        streams = StreamSet(engine, jobs)
+        await streams.start()
+        events = _stream(streams, jobs, echoes, rid, model, req.n, req.include_usage)
+        return SSEResponse(events, streams.close)
+
+    outputs = await generate_all(engine, jobs, raw)
+    choices, prompt, completion, cached = [], 0, 0, 0
+    for job, echo, out in zip(jobs, echoes, outputs, strict=True):
+        meta = out["meta_info"]
+        reason, matched = finish_reason(meta)
+        choices.append(CompletionChoice(index=job.index, text=echo + out["text"],
+                                        finish_reason=reason, matched_stop=matched))
+        if job.index % req.n == 0:  # each prompt counts once, however many choices it has
+            prompt += meta["prompt_tokens"]
+        completion += meta["completion_tokens"]
+        cached += meta.get("cached_tokens", 0)
+    body = CompletionResponse(id=rid, model=model, choices=choices,
+                              usage=UsageInfo.build(prompt, completion, cached))
+    return JSONResponse(body.model_dump())
+
+
+async def _stream(streams: StreamSet, jobs: list[Job], echoes: list[str], rid: str, model: str,
+                  n: int, include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
+        body = CompletionResponse(id=rid, created=created, model=model, choices=choices,
+                                  usage=usage)
+        return sse(body.model_dump_json())
+
+    for job, echo in zip(jobs, echoes, strict=True):
+        if echo:
+            yield chunk([CompletionChoice(index=job.index, text=echo)])
+    prompt = completion = cached = 0
+    n_prompt_tokens: dict[int, int] = {}  # per prompt, however many choices it has
+    try:
+        async for job, out in streams.chunks():
+            meta = out["meta_info"]
+            reason, matched = finish_reason(meta)
+            if out["text"] or reason is not None:
+                yield chunk([CompletionChoice(index=job.index, text=out["text"],
+                                              finish_reason=reason, matched_stop=matched)])
+            if reason is not None:
+                n_prompt_tokens[job.index // n] = meta["prompt_tokens"]
+                completion += meta["completion_tokens"]
+                cached += meta.get("cached_tokens", 0)
+        prompt = sum(n_prompt_tokens.values())
+        if include_usage:
+            yield chunk([], UsageInfo.build(prompt, completion, cached))
+    except APIError as e:
+        yield sse_error(e)
+    except Exception as e:
+        logger.exception("completion stream %s failed", rid)
+        yield sse_error(APIError(f"Internal server error: {type(e).__name__}: {e}", status=500))
+    yield SSE_DONE
