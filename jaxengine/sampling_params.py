@@ -61,7 +61,7 @@ class SamplingParams:
             ("min_new_tokens", 0 <= self.min_new_tokens, "must be >= 0"),
             ("temperature", self.temperature >= 0.0, "must be >= 0"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("top_k", self.top_k == -1 or 0 <= self.top_k < 2**31, "must be -1 (off) or >= 0"),
+            ("top_k", self.top_k == -1 or self.top_k >= 0, "must be -1 (off) or >= 0"),
             ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),

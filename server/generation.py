@@ -62,8 +62,6 @@ def check_sampling(params: dict[str, Any], vocab_size: int,
         SamplingParams.from_any(params)
     except ValueError as e:
         raise fail(str(e), str(e).split(" ", 1)[0]) from e
-    except TypeError as e:  # a value of the wrong type, e.g. {"temperature": "hot"}
-        raise APIError(f"invalid sampling parameters: {e}", param="sampling_params") from e
     params = dict(params)
     if isinstance(params.get("top_k"), int) and params["top_k"] > vocab_size:
         params["top_k"] = vocab_size

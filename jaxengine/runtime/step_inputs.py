@@ -106,7 +106,7 @@ class _SamplingArrays:
         req, p = e.req, e.req.params
         self.temperature[i] = p.temperature
         self.top_p[i] = p.top_p
-        self.top_k[i] = max(p.top_k, 0)
+        self.top_k[i] = min(max(p.top_k, 0), np.iinfo(np.int32).max)  # past V: no top-k
         self.min_p[i] = p.min_p
         self.repetition_penalty[i] = p.repetition_penalty
         self.frequency_penalty[i] = p.frequency_penalty

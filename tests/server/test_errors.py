@@ -79,8 +79,8 @@ GENERATE_ERRORS = [
     ({"text": LONG, "stream": True}, None),
     ({"text": ""}, None),
     ({"text": "hi", "sampling_params": {"stop_token_ids": [10**12]}}, "stop_token_ids"),
-    ({"text": "hi", "sampling_params": {"temperature": "hot"}}, "sampling_params"),
-    ({"text": "hi", "sampling_params": {"stop_token_ids": 5}}, "sampling_params"),
+    ({"text": "hi", "sampling_params": {"temperature": "hot"}}, "temperature"),
+    ({"text": "hi", "sampling_params": {"stop_token_ids": 5}}, "stop_token_ids"),
     ({"text": "hi", "sampling_params": {"n": 2}}, "sampling_params.n"),
     ({"text": ["a", "b"], "sampling_params": [{}]}, "sampling_params"),
 ]
