@@ -1,0 +1,1 @@
+"""Benchmarks for jaxengine (run them as modules: `python -m benchmarks.<name>`)."""
