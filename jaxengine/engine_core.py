@@ -126,6 +126,8 @@ def run_engine_core(config: EngineConfig, conn) -> None:
     """Process entry point: build the core, then serve the pipe until told to shut down."""
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # JAX reports every backend it could not find (TPU on a GPU box, ...) at INFO.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
         core = EngineCore(config)
         info = core.info()

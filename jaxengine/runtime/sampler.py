@@ -85,7 +85,12 @@ def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
 def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs
            ) -> tuple[jax.Array, jax.Array, PenaltyState]:
     """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted)."""
-    logits = _apply_penalties(logits, state, s)
+    # Most batches use no penalty: skip the [B, V] gathers of the penalty state then.
+    penalized = (jnp.any((s.repetition_penalty != 1.0) | (s.frequency_penalty != 0.0)
+                         | (s.presence_penalty != 0.0))
+                 | jnp.any(s.suppress_ids < logits.shape[-1]))
+    logits = jax.lax.cond(penalized, lambda x: _apply_penalties(x, state, s), lambda x: x,
+                          logits)
     logprobs_all = jax.nn.log_softmax(logits, axis=-1)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     is_greedy = (s.temperature <= 0.0) | (s.top_k == 1)

@@ -18,6 +18,13 @@ def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def _pages_bucket(n: int) -> int:
+    """Powers of two and 1.5x powers of two (..., 8, 12, 16, 24, ...): attention cost grows
+    with the padded context, so pages get finer buckets than tokens."""
+    p = _pow2(n)
+    return p * 3 // 4 if p >= 4 and n <= p * 3 // 4 else p
+
+
 def step_buckets(num_tokens: int, max_pages: int, *, max_seqs: int, max_pages_per_seq: int
                  ) -> tuple[int, int, int]:
     """(tokens T, sequences B, pages per sequence Pb) that a step is padded to.
@@ -27,7 +34,7 @@ def step_buckets(num_tokens: int, max_pages: int, *, max_seqs: int, max_pages_pe
     """
     T = _pow2(num_tokens)
     B = min(T, _pow2(max_seqs))
-    Pb = min(_pow2(max_pages), _pow2(max_pages_per_seq))
+    Pb = min(_pages_bucket(max_pages), _pages_bucket(max_pages_per_seq))
     return T, B, Pb
 
 
