@@ -48,6 +48,7 @@ class CacheConfig:
         "65536 tokens on CPU.")
     mem_fraction_static: float = _opt(
         0.85, "Fraction of accelerator memory for weights plus the KV pool (GPU/TPU).")
+    disable_radix_cache: bool = _opt(False, "Do not reuse the KV cache of shared prefixes.")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class SchedulerConfig:
     max_running_requests: int = _opt(64, "Most requests decoding at once.")
     chunked_prefill_size: int = _opt(512, "Most prompt tokens prefilled in one step; "
                                      "longer prompts are prefilled in chunks.")
-    max_prefill_tokens: int = _opt(16384, "Most prompt tokens admitted to one batch, counting "
-                                   "the chunks still to come.")
+    schedule_policy: str = _opt(
+        "fcfs", "Admission order: fcfs (arrival), lpm (longest cached prefix first), "
+        "dfs-weight (requests sharing a prefix together), random.",
+        choices=("fcfs", "lpm", "dfs-weight", "random"))
 
 
 @dataclass(frozen=True)

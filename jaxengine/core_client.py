@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,6 +36,8 @@ class CoreClient:
         self._conn.send(config)
         self.info = self._await_ready()
         self._sinks: dict[str, Sink] = {}
+        self._calls: dict[int, Future] = {}
+        self._call_ids = itertools.count()
         self._send_lock = threading.Lock()
         self._sinks_lock = threading.Lock()
         self._closed = False
@@ -66,6 +70,17 @@ class CoreClient:
         if live:
             self._send(("abort", rid))
 
+    def call(self, method: str, timeout: float = 60.0) -> Any:
+        """A control call answered by the core between steps (flush_cache, stats)."""
+        future: Future = Future()
+        with self._sinks_lock:
+            if self._closed:
+                raise RuntimeError("the engine has shut down")
+            call_id = next(self._call_ids)
+            self._calls[call_id] = future
+        self._send(("call", (call_id, method)))
+        return future.result(timeout)
+
     def _send(self, message: tuple[str, Any]) -> None:
         with self._send_lock:
             self._conn.send(message)
@@ -79,6 +94,13 @@ class CoreClient:
             except Exception:
                 log.exception("unreadable message from the engine core")
                 break
+            if kind == "reply":
+                call_id, result = payload
+                with self._sinks_lock:
+                    future = self._calls.pop(call_id, None)
+                if future is not None:
+                    future.set_result(result)
+                continue
             if kind != "outputs":
                 continue
             for out in payload:
@@ -95,6 +117,9 @@ class CoreClient:
         with self._sinks_lock:
             self._closed = True
             sinks, self._sinks = self._sinks, {}
+            calls, self._calls = self._calls, {}
+        for future in calls.values():
+            future.set_exception(RuntimeError("the engine core stopped"))
         if sinks:
             log.error("engine core stopped with %d requests in flight", len(sinks))
         for rid, sink in sinks.items():

@@ -57,7 +57,12 @@ class Engine:
                 "is_generation": True}
 
     def get_server_info(self) -> dict[str, Any]:
-        return {**self.config.flat(), **self.core_info}
+        """The flat config, start-up facts and live counters (queue, cache hit rate, ...)."""
+        return {**self.config.flat(), **self.core_info, **self._client.call("stats")}
+
+    def flush_cache(self) -> bool:
+        """Empty the prefix cache; False (nothing done) while requests are queued or running."""
+        return self._client.call("flush_cache")
 
     def apply_chat_template(self, messages: list[dict[str, Any]],
                             add_generation_prompt: bool = True) -> list[int]:

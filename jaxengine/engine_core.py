@@ -1,8 +1,8 @@
 """EngineCore: the scheduler loop around the ModelRunner, run in its own process.
 
-It speaks token ids only. Messages in (over a multiprocessing Pipe): ("add", AddRequest),
-("abort", rid), ("shutdown", None). Messages out: ("ready", info), ("outputs", [TokenOutput]),
-("error", text) when start-up fails.
+It speaks token ids only. Messages in (over a socket): ("add", AddRequest), ("abort", rid),
+("call", (call_id, method)), ("shutdown", None). Messages out: ("ready", info),
+("outputs", [TokenOutput]), ("reply", (call_id, result)), ("error", text) when start-up fails.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ class EngineCore:
             max_running=config.scheduler.max_running_requests,
             chunk_tokens=config.scheduler.chunked_prefill_size,
             max_context=self.max_context,
-            attention_budget=max(ATTENTION_BUDGET, self.max_context))
+            attention_budget=max(ATTENTION_BUDGET, self.max_context),
+            radix_cache=not config.cache.disable_radix_cache,
+            policy=config.scheduler.schedule_policy)
         self.scheduler = Scheduler(limits, self.eos_ids, self._matched_stop_text)
         self._sorted_eos = sorted(self.eos_ids)
 
@@ -108,8 +110,29 @@ class EngineCore:
         for req in self.scheduler.process(batch, tokens):
             reason = req.finish_reason.value if req.finish_reason else None
             outputs.append(TokenOutput(req.rid, [req.output_ids[-1]], [lp[req.rid]], reason,
-                                       req.matched_stop, len(req.prompt_ids)))
+                                       req.matched_stop, len(req.prompt_ids),
+                                       max(req.cached_tokens, 0)))
         return outputs
+
+    def stats(self) -> dict[str, Any]:
+        """Live counters for /get_server_info and metrics."""
+        s = self.scheduler
+        cached_pages = s.cache.num_cached_pages if s.cache is not None else 0
+        used_pages = s.allocator.num_pages - 1 - s.allocator.num_free - cached_pages
+        return {"num_running_reqs": len(s.running), "num_queue_reqs": len(s.waiting),
+                "num_used_tokens": used_pages * s.limits.page_size,
+                "num_cached_tokens": cached_pages * s.limits.page_size,
+                "prompt_tokens_total": s.prompt_tokens_total,
+                "cached_tokens_total": s.cached_tokens_total,
+                "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1)}
+
+    def call(self, method: str) -> Any:
+        """Control calls from the client, answered between steps."""
+        if method == "flush_cache":
+            return self.scheduler.flush_cache()
+        if method == "stats":
+            return self.stats()
+        raise ValueError(f"unknown engine-core call {method!r}")
 
     def _matched_stop_text(self, req: Req) -> str | None:
         stops = req.params.stop_strs
@@ -147,6 +170,10 @@ def run_engine_core(config: EngineConfig, conn) -> None:
             wait = False
             if kind == "shutdown":
                 return
+            if kind == "call":
+                call_id, method = payload
+                conn.send(("reply", (call_id, core.call(method))))
+                continue
             out = core.add_request(payload) if kind == "add" else core.abort(payload)
             if out is not None:
                 outputs.append(out)

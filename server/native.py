@@ -1,5 +1,5 @@
 """SGLang's native endpoints: /generate, /health, /health_generate, /get_model_info,
-/get_server_info.
+/get_server_info, /flush_cache.
 
 /generate answers with the engine's own dicts. Streaming follows SGLang: each SSE chunk
 carries the text and output_ids generated SO FAR (cumulative, not a delta), so SGLang clients
@@ -59,7 +59,16 @@ async def get_model_info(raw: Request) -> JSONResponse:
 
 @router.get("/get_server_info")
 async def get_server_info(raw: Request) -> JSONResponse:
-    return JSONResponse(json_safe(raw.app.state.engine.get_server_info()))
+    info = await asyncio.to_thread(raw.app.state.engine.get_server_info)
+    return JSONResponse(json_safe(info))
+
+
+@router.api_route("/flush_cache", methods=["GET", "POST"])
+async def flush_cache(raw: Request) -> Response:
+    """Empty the radix cache; 400 while requests are queued or running (as SGLang)."""
+    if not await asyncio.to_thread(raw.app.state.engine.flush_cache):
+        raise APIError("Cache not flushed: requests are queued or running; retry when idle")
+    return Response("Cache flushed.\n", status_code=200)
 
 
 def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:

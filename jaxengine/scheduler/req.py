@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from jaxengine.sampling_params import SamplingParams
 
@@ -30,6 +31,15 @@ class Req:
     matched_stop: int | str | None = None
     arrival_time: float = field(default_factory=time.monotonic)
     num_preemptions: int = 0
+    cache_node: Any = None       # radix node this request holds locked (its shared prefix)
+    num_cached_pages: int = 0    # leading pages of `pages` that belong to the radix tree
+    cached_tokens: int = -1      # prompt tokens found in the cache at first admission
+
+    @property
+    def uses_penalties(self) -> bool:
+        p = self.params
+        return p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 or \
+            p.presence_penalty != 0.0
 
     @property
     def all_ids(self) -> list[int]:

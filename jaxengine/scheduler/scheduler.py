@@ -1,18 +1,23 @@
-"""Scheduler: continuous batching with chunked prefill and preemption by recompute.
+"""Scheduler: continuous batching with chunked prefill, a radix prefix cache, and preemption.
 
 Each step it builds one ragged Batch: a token for every running decode, then prefill chunks
-(unfinished ones first, then newly admitted requests) under a token budget. When the KV pool
-runs out it preempts the most recently arrived running request: its pages are freed and it
+(unfinished ones first, then newly admitted requests, in the order of the schedule policy)
+under a token budget. An admitted request reuses the KV pages of its longest cached prefix and
+prefills only the rest. When the KV pool runs out it first evicts unused cached pages, then
+preempts the most recently arrived running request: its computed pages go to the cache and it
 goes back to the front of the queue, to be recomputed from its prompt and outputs later.
 """
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from jaxengine.scheduler.page_allocator import PageAllocator
+from jaxengine.scheduler.policy import order_waiting
+from jaxengine.scheduler.radix_cache import RadixCache
 from jaxengine.scheduler.req import FinishReason, Req
 
 
@@ -42,6 +47,8 @@ class SchedulerLimits:
     chunk_tokens: int            # token budget of one step
     max_context: int             # prompt + output tokens of one request
     attention_budget: int        # max (tokens in step) x (context of the longest sequence)
+    radix_cache: bool = True
+    policy: str = "fcfs"
 
 
 class Scheduler:
@@ -54,6 +61,10 @@ class Scheduler:
         self.eos_ids = eos_ids
         self.stop_text = stop_text   # returns the stop string the request's output ends with
         self._free_slots = list(range(limits.max_running - 1, -1, -1))
+        self.cache = RadixCache(limits.page_size) if limits.radix_cache else None
+        self._rng = random.Random(0)
+        self.prompt_tokens_total = 0
+        self.cached_tokens_total = 0
 
     # ---- requests in and out ------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -86,17 +97,41 @@ class Scheduler:
         longest = max((e.start + 1 for e in entries), default=0)
         for req in [r for r in self.running if r.in_prefill]:
             budget, longest = self._add_chunk(req, entries, budget, longest, reset=False)
+        if self.waiting and len(self.running) < self.limits.max_running and budget > 0:
+            self.waiting = deque(order_waiting(list(self.waiting), self.limits.policy,
+                                               self.cache, self._rng))
         while self.waiting and len(self.running) < self.limits.max_running and budget > 0:
             req = self.waiting[0]
+            self._reuse_cached_prefix(req)
             before = len(entries)
             budget, longest = self._add_chunk(req, entries, budget, longest, reset=True)
             if len(entries) == before:
+                self._release_pages(req, keep_computed=False)
                 break
             self.waiting.popleft()
             req.slot = self._free_slots.pop()
             req.outputs_at_admission = len(req.output_ids)
             self.running.append(req)
+            if req.cached_tokens < 0:  # first admission: count it for the hit rate
+                req.cached_tokens = req.num_computed
+                self.prompt_tokens_total += len(req.prompt_ids)
+                self.cached_tokens_total += req.num_computed
         return Batch(entries) if entries else None
+
+    def _reuse_cached_prefix(self, req: Req) -> None:
+        """Point the request at the pages of its longest cached prefix and lock them.
+
+        At least one token is left to compute, for the logits to sample from. Requests with
+        penalties skip the cache: their penalty state is built from the tokens they compute.
+        """
+        if self.cache is None or req.uses_penalties:
+            return
+        match = self.cache.match_prefix(req.all_ids[:req.num_tokens - 1])
+        self.cache.lock(match.node)
+        req.cache_node = match.node
+        req.pages = list(match.pages)
+        req.num_cached_pages = match.num_pages
+        req.num_computed = match.num_pages * self.limits.page_size
 
     def _decodes_with_room(self) -> list[Req]:
         """Running decodes, each with a page for its next token; preempts when pages run out."""
@@ -135,6 +170,9 @@ class Scheduler:
         need = -(-num_tokens // self.limits.page_size) - len(req.pages)
         if need <= 0:
             return True
+        short = need - self.allocator.num_free
+        if short > 0 and self.cache is not None:
+            self.allocator.free(self.cache.evict(short))
         pages = self.allocator.alloc(need)
         if pages is None:
             return False
@@ -143,17 +181,50 @@ class Scheduler:
 
     def _preempt(self, req: Req) -> None:
         self._release(req)
-        req.num_computed = 0
         req.num_preemptions += 1
         self.waiting.appendleft(req)
 
     def _release(self, req: Req) -> None:
-        self.allocator.free(req.pages)
-        req.pages = []
+        self._release_pages(req, keep_computed=True)
         if req in self.running:
             self.running.remove(req)
             self._free_slots.append(req.slot)
             req.slot = -1
+
+    def _release_pages(self, req: Req, keep_computed: bool) -> None:
+        """Give back the request's pages: its computed whole pages go to the cache (if on
+        and keep_computed), the rest to the free list; the cache lock is dropped."""
+        pages, cached = req.pages, req.num_cached_pages
+        if self.cache is not None and keep_computed:
+            full = req.num_computed // self.limits.page_size
+            _, duplicates = self.cache.insert(req.all_ids, pages[:full])
+            self.allocator.free(duplicates + pages[max(full, cached):])
+        else:
+            self.allocator.free(pages[cached:])
+        if req.cache_node is not None:
+            self.cache.unlock(req.cache_node)
+        req.pages, req.num_cached_pages, req.cache_node, req.num_computed = [], 0, None, 0
+
+    def _cache_computed_pages(self, req: Req) -> None:
+        """Mid-prefill: hand the pages computed so far to the cache so other requests can
+        reuse them, and hold the tree's copies instead."""
+        full = req.num_computed // self.limits.page_size
+        if self.cache is None or req.cache_node is None or full <= req.num_cached_pages:
+            return
+        node, duplicates = self.cache.insert(req.all_ids, req.pages[:full])
+        self.cache.lock(node)
+        self.cache.unlock(req.cache_node)
+        req.pages[:full] = self.cache.match_prefix(req.all_ids[:full * self.limits.page_size]).pages
+        self.allocator.free(duplicates)
+        req.cache_node, req.num_cached_pages = node, full
+
+    def flush_cache(self) -> bool:
+        """Drop every cached page; refused (False) while any request is queued or running."""
+        if self.has_work:
+            return False
+        if self.cache is not None:
+            self.allocator.free(self.cache.reset())
+        return True
 
     # ---- after the step -----------------------------------------------------------------
     def process(self, batch: Batch, sampled: list[int]) -> list[Req]:
@@ -165,6 +236,7 @@ class Scheduler:
                 continue  # aborted while the step ran
             req.num_computed = entry.start + entry.length
             if not entry.samples:
+                self._cache_computed_pages(req)
                 continue
             req.output_ids.append(token)
             self._check_finished(req, token)
@@ -192,6 +264,12 @@ class Scheduler:
             req.finish_reason = FinishReason.LENGTH
 
     def check_integrity(self) -> None:
-        self.allocator.check_integrity([r.pages for r in self.running])
+        """Every page free, cached, or owned by one running request; slots likewise."""
+        cached = self.cache.all_pages() if self.cache is not None else []
+        self.allocator.check_integrity([r.pages[r.num_cached_pages:] for r in self.running]
+                                       + [cached])
+        shared = {p for r in self.running for p in r.pages[:r.num_cached_pages]}
+        assert shared <= set(cached), "a request shares a page the cache does not hold"
+        assert all(not r.pages and r.cache_node is None for r in self.waiting), "queued pages"
         slots = [r.slot for r in self.running] + self._free_slots
         assert sorted(slots) == list(range(self.limits.max_running)), "slot leak"

@@ -65,7 +65,7 @@ def test_preemption_when_pages_run_out_still_finishes_everything():
     run_to_completion(sched)
     assert all(len(r.output_ids) == 20 for r in reqs)
     assert sum(r.num_preemptions for r in reqs) > 0
-    assert sched.allocator.num_free == 16
+    assert sched.allocator.num_free + sched.cache.num_cached_pages == 16
 
 
 def test_eos_stop_tokens_and_min_new_tokens():
@@ -102,5 +102,91 @@ def test_abort_frees_pages_of_running_and_waiting_requests():
     assert sched.abort("a").finish_reason is FinishReason.ABORT
     assert sched.abort("b").finish_reason is FinishReason.ABORT
     assert sched.abort("missing") is None
-    assert not sched.has_work and sched.allocator.num_free == 64
+    assert not sched.has_work
+    assert sched.allocator.num_free + sched.cache.num_cached_pages == 64
+    assert sched.flush_cache() and sched.allocator.num_free == 64
     sched.check_integrity()
+
+
+def test_a_repeated_prompt_reuses_its_cached_pages():
+    sched = make_scheduler()
+    first = make_req("a", 30, max_new_tokens=2)
+    sched.add(first)
+    run_to_completion(sched)
+    again = make_req("b", 30, max_new_tokens=2)
+    sched.add(again)
+    steps = run_to_completion(sched)
+    # 29 of 30 prompt tokens are matchable; whole pages of 4 give 28; 2 left to prefill.
+    assert again.cached_tokens == 28 and steps[0].entries[0].length == 2
+    assert sched.cached_tokens_total == 28 and sched.prompt_tokens_total == 60
+
+
+def test_disabled_cache_reuses_nothing():
+    sched = make_scheduler(radix_cache=False)
+    for rid in "ab":
+        sched.add(make_req(rid, 30, max_new_tokens=2))
+        run_to_completion(sched)
+    assert sched.cached_tokens_total == 0 and sched.allocator.num_free == 64
+
+
+def test_cache_is_evicted_before_anything_is_preempted():
+    sched = make_scheduler(num_pages=17)  # 64 tokens
+    for i in range(3):  # fill the cache with three unrelated 20-token prompts
+        sched.add(Req(str(i), [100 + i] * 20, SamplingParams(max_new_tokens=1), seed=0))
+        run_to_completion(sched)
+    assert sched.cache.num_cached_pages == 15
+    big = make_req("big", 40, max_new_tokens=8)
+    sched.add(big)
+    run_to_completion(sched)
+    assert big.num_preemptions == 0 and len(big.output_ids) == 8
+
+
+def test_200_requests_sharing_prefixes_in_a_tiny_pool_all_finish_without_leaks():
+    import random
+
+    rng = random.Random(0)
+    sched = make_scheduler(num_pages=41, max_running=6, chunk_tokens=24)  # 160 tokens of KV
+    prefixes = [[rng.randrange(50) for _ in range(rng.randrange(4, 40))] for _ in range(6)]
+    reqs = []
+    for i in range(200):
+        prompt = rng.choice(prefixes) + [rng.randrange(50) for _ in range(rng.randrange(1, 12))]
+        reqs.append(Req(str(i), prompt, SamplingParams(max_new_tokens=rng.randrange(1, 10),
+                                                       ignore_eos=True), seed=0))
+    for r in reqs[:100]:
+        sched.add(r)
+    run_to_completion(sched, lambda req: rng.randrange(50))
+    for r in reqs[100:]:
+        sched.add(r)
+    run_to_completion(sched, lambda req: rng.randrange(50))
+    assert all(r.finished and len(r.output_ids) == r.params.max_new_tokens for r in reqs)
+    assert sched.cached_tokens_total > 0
+    assert sched.allocator.num_free + sched.cache.num_cached_pages == 40
+    for policy in ("lpm", "dfs-weight", "random"):
+        other = make_scheduler(num_pages=41, max_running=6, chunk_tokens=24, policy=policy)
+        for r in reqs[:60]:
+            other.add(Req(r.rid, r.prompt_ids, r.params, seed=0))
+        run_to_completion(other)
+        assert other.allocator.num_free + other.cache.num_cached_pages == 40
+
+
+def test_lpm_and_dfs_weight_admit_requests_with_cached_prefixes_first():
+    import random
+
+    from jaxengine.scheduler.policy import order_waiting
+
+    sched = make_scheduler()
+    shared = list(range(100, 124))
+    sched.add(Req("warm", shared + [1], SamplingParams(max_new_tokens=1), seed=0))
+    run_to_completion(sched)
+    cold = Req("cold", list(range(500, 530)), SamplingParams(), seed=0)
+    hot = Req("hot", shared + [7, 8], SamplingParams(), seed=0)
+    other = Req("other", list(range(600, 630)), SamplingParams(), seed=0)
+    hot2 = Req("hot2", shared + [9], SamplingParams(), seed=0)
+    queue = [cold, hot, other, hot2]
+    rng = random.Random(0)
+    assert [r.rid for r in order_waiting(queue, "fcfs", sched.cache, rng)] == \
+        ["cold", "hot", "other", "hot2"]
+    assert [r.rid for r in order_waiting(queue, "lpm", sched.cache, rng)] == \
+        ["hot", "hot2", "cold", "other"]
+    dfs = [r.rid for r in order_waiting(queue, "dfs-weight", sched.cache, rng)]
+    assert dfs.index("hot2") == dfs.index("hot") + 1
