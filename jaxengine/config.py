@@ -56,6 +56,8 @@ class SchedulerConfig:
     max_running_requests: int = _opt(64, "Most requests decoding at once.")
     chunked_prefill_size: int = _opt(512, "Most prompt tokens prefilled in one step; "
                                      "longer prompts are prefilled in chunks.")
+    disable_overlap_schedule: bool = _opt(
+        False, "Wait for each step's tokens before scheduling the next (no CPU/device overlap).")
     schedule_policy: str = _opt(
         "fcfs", "Admission order: fcfs (arrival), lpm (longest cached prefix first), "
         "dfs-weight (requests sharing a prefix together), random.",

@@ -8,16 +8,21 @@ It speaks token ids only. Messages in (over a socket): ("add", AddRequest), ("ab
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxengine.config import EngineConfig
 from jaxengine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    import jax
 from jaxengine.scheduler.req import FinishReason, Req
-from jaxengine.scheduler.scheduler import Scheduler, SchedulerLimits
+from jaxengine.scheduler.scheduler import Batch, Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,30 @@ class TokenOutput:
     matched_stop: int | str | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
+
+
+class StepTimer:
+    """Per-step host time (everything but waiting for the device) and device wait, over the
+    last steps. With overlap on, the device wait is what host work could not hide."""
+
+    def __init__(self, window: int = 256):
+        self.total: deque[float] = deque(maxlen=window)
+        self.wait: deque[float] = deque(maxlen=window)
+        self._wait = 0.0
+
+    def record_wait(self, seconds: float) -> None:
+        self._wait += seconds
+
+    def record(self, seconds: float) -> None:
+        self.total.append(seconds)
+        self.wait.append(self._wait)
+        self._wait = 0.0
+
+    def summary(self) -> dict[str, float]:
+        n = max(len(self.total), 1)
+        step, wait = sum(self.total) / n, sum(self.wait) / n
+        return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
+                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total)}
 
 
 def eos_token_ids(hf_config: dict[str, Any], tokenizer) -> set[int]:
@@ -75,6 +104,9 @@ class EngineCore:
             policy=config.scheduler.schedule_policy)
         self.scheduler = Scheduler(limits, self.eos_ids, self._matched_stop_text)
         self._sorted_eos = sorted(self.eos_ids)
+        self.overlap = not config.scheduler.disable_overlap_schedule
+        self._in_flight: tuple | None = None
+        self.timer = StepTimer()
 
     def info(self) -> dict[str, Any]:
         r = self.runner
@@ -97,19 +129,37 @@ class EngineCore:
             return None
         return TokenOutput(rid, [], [], FinishReason.ABORT.value, None, len(req.prompt_ids))
 
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work or self._in_flight is not None
+
     def step(self) -> list[TokenOutput]:
+        """Schedule and dispatch one step; return the outputs of the step before it (overlap)
+        or of this one. With overlap, the host schedules step N+1 and prepares its inputs
+        while the device still runs step N; tokens step N+1 feeds from step N stay on device."""
+        t0 = time.perf_counter()
+        launched = None
         batch = self.scheduler.schedule()
-        if batch is None:
-            return []
-        inputs = self.runner.prepare(batch, self._sorted_eos)
-        tokens, logprobs = self.runner.run(inputs)
+        if batch is not None:
+            inputs = self.runner.prepare(batch, self._sorted_eos)
+            launched = (batch, *self.runner.run(inputs))
+            self.scheduler.commit(batch)
+        done, self._in_flight = (self._in_flight, launched) if self.overlap else (launched, None)
+        outputs = self._finish(*done) if done is not None else []
+        self.timer.record(time.perf_counter() - t0)
+        return outputs
+
+    def _finish(self, batch: Batch, tokens: jax.Array, logprobs: jax.Array) -> list[TokenOutput]:
         n = len(batch.entries)
+        t0 = time.perf_counter()
         tokens, logprobs = np.asarray(tokens)[:n].tolist(), np.asarray(logprobs)[:n].tolist()
-        lp = {e.req.rid: p for e, p in zip(batch.entries, logprobs)}
+        self.timer.record_wait(time.perf_counter() - t0)
+        lp = {id(e.req): (p, e.out_index) for e, p in zip(batch.entries, logprobs)}
         outputs = []
         for req in self.scheduler.process(batch, tokens):
+            logprob, index = lp[id(req)]
             reason = req.finish_reason.value if req.finish_reason else None
-            outputs.append(TokenOutput(req.rid, [req.output_ids[-1]], [lp[req.rid]], reason,
+            outputs.append(TokenOutput(req.rid, [req.output_ids[index]], [logprob], reason,
                                        req.matched_stop, len(req.prompt_ids),
                                        max(req.cached_tokens, 0)))
         return outputs
@@ -124,7 +174,8 @@ class EngineCore:
                 "num_cached_tokens": cached_pages * s.limits.page_size,
                 "prompt_tokens_total": s.prompt_tokens_total,
                 "cached_tokens_total": s.cached_tokens_total,
-                "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1)}
+                "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1),
+                **self.timer.summary()}
 
     def call(self, method: str) -> Any:
         """Control calls from the client, answered between steps."""
@@ -134,11 +185,11 @@ class EngineCore:
             return self.stats()
         raise ValueError(f"unknown engine-core call {method!r}")
 
-    def _matched_stop_text(self, req: Req) -> str | None:
-        stops = req.params.stop_strs
+    def _matched_stop_text(self, output_ids: list[int], params: SamplingParams) -> str | None:
+        stops = params.stop_strs
         window = max(len(s) for s in stops) + 2
-        tail = self.tokenizer.decode(req.output_ids[-window:],
-                                     skip_special_tokens=req.params.skip_special_tokens)
+        tail = self.tokenizer.decode(output_ids[-window:],
+                                     skip_special_tokens=params.skip_special_tokens)
         for stop in stops:
             if stop in tail:
                 return stop
@@ -161,7 +212,7 @@ def run_engine_core(config: EngineConfig, conn) -> None:
     conn.send(("ready", info))
     while True:
         outputs: list[TokenOutput] = []
-        wait = not core.scheduler.has_work
+        wait = not core.has_work
         while wait or conn.poll():
             try:
                 kind, payload = conn.recv()
@@ -187,6 +238,7 @@ def run_engine_core(config: EngineConfig, conn) -> None:
 
 
 def _abort_all(core: EngineCore) -> list[TokenOutput]:
+    core._in_flight = None
     rids = [r.rid for r in list(core.scheduler.running) + list(core.scheduler.waiting)]
     return [out for rid in rids if (out := core.abort(rid)) is not None]
 

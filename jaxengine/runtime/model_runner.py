@@ -14,7 +14,7 @@ from jaxengine.config import EngineConfig, compilation_cache_dir
 from jaxengine.models.registry import arch_from_hf_config, build_model
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
 from jaxengine.runtime.sampler import PenaltyState, record_tokens, sample
-from jaxengine.runtime.step_inputs import StepInputs, build_step_inputs
+from jaxengine.runtime.step_inputs import StepInputs, build_step_inputs, max_seqs_bucket
 from jaxengine.scheduler.scheduler import Batch
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ class ModelRunner:
         self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
                                    a.head_dim, self.dtype)
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
-        self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2))
+        # The last step's sampled tokens, kept on device for the next step (overlap).
+        self.prev_tokens = jnp.zeros(max_seqs_bucket(self.max_seqs), jnp.int32)
+        self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2, 3))
 
     def _context_length(self, config: EngineConfig) -> int:
         limit = self.arch.max_position_embeddings
@@ -93,16 +95,19 @@ class ModelRunner:
 
     def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array]:
         """Dispatch one step; returns device arrays (tokens [B], logprobs [B]) without waiting."""
-        tokens, logprobs, self.cache, self.penalties = self._step(
-            self.state, self.cache, self.penalties, inputs)
+        tokens, logprobs, self.cache, self.penalties, self.prev_tokens = self._step(
+            self.state, self.cache, self.penalties, self.prev_tokens, inputs)
         return tokens, logprobs
 
 
-def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, inputs: StepInputs):
+def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
+          inputs: StepInputs):
     model = nnx.merge(graphdef, state)
-    penalties = record_tokens(penalties, inputs.sampling, inputs.token_slot, inputs.tokens,
+    fed = jnp.where(inputs.prev_index >= 0, prev_tokens[jnp.maximum(inputs.prev_index, 0)],
+                    inputs.tokens)                                             # [T]
+    penalties = record_tokens(penalties, inputs.sampling, inputs.token_slot, fed,
                               inputs.token_is_output)
-    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.meta)  # [T, D]
+    hidden, cache = model(fed, inputs.positions, cache, inputs.meta)          # [T, D]
     logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
     tokens, logprobs, penalties = sample(logits, penalties, inputs.sampling)
-    return tokens, logprobs, cache, penalties
+    return tokens, logprobs, cache, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)

@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxengine.runtime.attention import AttentionMetadata
 from jaxengine.runtime.sampler import SamplingInputs
-from jaxengine.scheduler.scheduler import Batch
+from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
 
 SUPPRESS_WIDTH = 8  # most token ids banned per request while min_new_tokens is unmet
 
@@ -25,6 +25,11 @@ def _pages_bucket(n: int) -> int:
     return p * 3 // 4 if p >= 4 and n <= p * 3 // 4 else p
 
 
+def max_seqs_bucket(max_seqs: int) -> int:
+    """The most sequences a step is padded to."""
+    return _pow2(max_seqs)
+
+
 def step_buckets(num_tokens: int, max_pages: int, *, max_seqs: int, max_pages_per_seq: int
                  ) -> tuple[int, int, int]:
     """(tokens T, sequences B, pages per sequence Pb) that a step is padded to.
@@ -33,13 +38,14 @@ def step_buckets(num_tokens: int, max_pages: int, *, max_seqs: int, max_pages_pe
     sequences than tokens) up to the running-request bucket.
     """
     T = _pow2(num_tokens)
-    B = min(T, _pow2(max_seqs))
+    B = min(T, max_seqs_bucket(max_seqs))
     Pb = min(_pages_bucket(max_pages), _pages_bucket(max_pages_per_seq))
     return T, B, Pb
 
 
 class StepInputs(NamedTuple):
     tokens: jax.Array            # [T] i32
+    prev_index: jax.Array        # [T] i32 >= 0: take the token the previous step sampled there
     positions: jax.Array         # [T] i32
     token_slot: jax.Array        # [T] i32 penalty-state row of each token's request
     token_is_output: jax.Array   # [T] bool, an output token re-fed after preemption
@@ -57,6 +63,7 @@ def build_step_inputs(batch: Batch, *, page_size: int, max_seqs: int, max_pages_
                             max_pages_per_seq=max_pages_per_seq)
     dummy_slot = max_seqs
     tokens = np.zeros(T, np.int32)
+    prev_index = np.full(T, -1, np.int32)
     positions = np.zeros(T, np.int32)
     slots = np.zeros(T, np.int32)
     token_slot = np.full(T, dummy_slot, np.int32)
@@ -70,7 +77,11 @@ def build_step_inputs(batch: Batch, *, page_size: int, max_seqs: int, max_pages_
     for i, e in enumerate(entries):
         req, end = e.req, e.start + e.length
         pos = np.arange(e.start, end)
-        tokens[t:t + e.length] = req.all_ids[e.start:end]
+        ids = req.all_ids[e.start:end]
+        if ids[-1] == PLACEHOLDER:  # sampled by the step still in flight: read it on device
+            ids[-1] = 0
+            prev_index[t + e.length - 1] = req.future_index
+        tokens[t:t + e.length] = ids
         positions[t:t + e.length] = pos
         pages = np.asarray(req.pages, np.int32)
         slots[t:t + e.length] = pages[pos // page_size] * page_size + pos % page_size
@@ -89,8 +100,8 @@ def build_step_inputs(batch: Batch, *, page_size: int, max_seqs: int, max_pages_
     cu_q_lens[len(entries) + 1:] = t
     meta = AttentionMetadata(slots=slots, kv_lens=kv_lens, page_indices=page_indices,
                              cu_q_lens=cu_q_lens, num_seqs=np.asarray([len(entries)], np.int32))
-    return StepInputs(tokens, positions, token_slot, token_is_output, logits_indices, meta,
-                      s.arrays())
+    return StepInputs(tokens, prev_index, positions, token_slot, token_is_output,
+                      logits_indices, meta, s.arrays())
 
 
 class _SamplingArrays:

@@ -34,6 +34,7 @@ class Req:
     cache_node: Any = None       # radix node this request holds locked (its shared prefix)
     num_cached_pages: int = 0    # leading pages of `pages` that belong to the radix tree
     cached_tokens: int = -1      # prompt tokens found in the cache at first admission
+    future_index: int = -1       # entry of the last dispatched step that samples a PLACEHOLDER
 
     @property
     def uses_penalties(self) -> bool:

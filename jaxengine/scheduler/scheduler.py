@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from jaxengine.scheduler.page_allocator import PageAllocator
 from jaxengine.scheduler.policy import order_waiting
 from jaxengine.scheduler.radix_cache import RadixCache
+from jaxengine.sampling_params import SamplingParams
 from jaxengine.scheduler.req import FinishReason, Req
+
+
+# Stands in an output list for a token sampled by a step still running on the device. A step
+# that feeds it reads the real token from the device (StepInputs.prev_index); `process`
+# writes it in when the step's results reach the host.
+PLACEHOLDER = -1
 
 
 @dataclass
@@ -28,6 +35,7 @@ class BatchEntry:
     length: int       # tokens computed in this step
     samples: bool     # whether the step's last token yields a new output token
     reset: bool       # first step since admission: the request's penalty state starts empty
+    out_index: int = -1  # where the sampled token goes in req.output_ids (set by commit)
 
 
 @dataclass
@@ -53,13 +61,13 @@ class SchedulerLimits:
 
 class Scheduler:
     def __init__(self, limits: SchedulerLimits, eos_ids: set[int],
-                 stop_text: Callable[[Req], str | None]):
+                 stop_text: Callable[[list[int], SamplingParams], str | None]):
         self.limits = limits
         self.allocator = PageAllocator(limits.num_pages)
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.eos_ids = eos_ids
-        self.stop_text = stop_text   # returns the stop string the request's output ends with
+        self.stop_text = stop_text   # (output ids, params) -> the stop string they end with
         self._free_slots = list(range(limits.max_running - 1, -1, -1))
         self.cache = RadixCache(limits.page_size) if limits.radix_cache else None
         self._rng = random.Random(0)
@@ -134,8 +142,9 @@ class Scheduler:
         req.num_computed = match.num_pages * self.limits.page_size
 
     def _decodes_with_room(self) -> list[Req]:
-        """Running decodes, each with a page for its next token; preempts when pages run out."""
-        decodes = [r for r in self.running if not r.in_prefill]
+        """Running decodes, each with a page for its next token; preempts when pages run out.
+        A request whose token in flight is its last (by length) is not decoded again."""
+        decodes = [r for r in self.running if not r.in_prefill and not self._length_done(r)]
         ready = []
         for req in sorted(decodes, key=lambda r: r.arrival_time):
             if req.finished or req not in self.running:
@@ -226,42 +235,59 @@ class Scheduler:
             self.allocator.free(self.cache.reset())
         return True
 
+    def _length_done(self, req: Req) -> bool:
+        return len(req.output_ids) >= req.params.max_new_tokens or \
+            req.num_tokens >= self.limits.max_context
+
     # ---- after the step -----------------------------------------------------------------
+    def commit(self, batch: Batch) -> None:
+        """The step was dispatched: its KV counts as computed and each sampling entry holds a
+        PLACEHOLDER output until `process` brings the real token."""
+        for i, entry in enumerate(batch.entries):
+            req = entry.req
+            req.num_computed = entry.start + entry.length
+            if entry.samples:
+                req.output_ids.append(PLACEHOLDER)
+                entry.out_index = len(req.output_ids) - 1
+                req.future_index = i
+            else:
+                self._cache_computed_pages(req)
+
     def process(self, batch: Batch, sampled: list[int]) -> list[Req]:
-        """Record the step's results; returns the requests that got a new token or finished."""
+        """Write in the step's sampled tokens and finish requests that are done; returns the
+        requests that got a new token or finished."""
         touched = []
         for entry, token in zip(batch.entries, sampled):
             req = entry.req
-            if req.finished or req not in self.running:
-                continue  # aborted while the step ran
-            req.num_computed = entry.start + entry.length
-            if not entry.samples:
-                self._cache_computed_pages(req)
-                continue
-            req.output_ids.append(token)
-            self._check_finished(req, token)
+            if not entry.samples or req.finished:
+                continue  # a prefill chunk, or aborted while the step ran
+            req.output_ids[entry.out_index] = token
+            self._check_finished(req, token, entry.out_index + 1)
             if req.finished:
-                self._release(req)
+                if req in self.running:
+                    self._release(req)
+                elif req in self.waiting:  # preempted while its step ran
+                    self.waiting.remove(req)
             touched.append(req)
         return touched
 
-    def _check_finished(self, req: Req, token: int) -> None:
+    def _check_finished(self, req: Req, token: int, n: int) -> None:
+        """Decide whether the request ends at its n-th output (`token`). A placeholder after it
+        (a step already in flight) is dropped when it does: no token past the stop."""
         p = req.params
-        n = len(req.output_ids)
         if n >= p.min_new_tokens:
-            if token in (p.stop_token_ids or ()):
+            if token in (p.stop_token_ids or ()) or (not p.ignore_eos and token in self.eos_ids):
                 req.finish_reason, req.matched_stop = FinishReason.STOP, token
-                return
-            if not p.ignore_eos and token in self.eos_ids:
-                req.finish_reason, req.matched_stop = FinishReason.STOP, token
-                return
-            if p.stop_strs:
-                matched = self.stop_text(req)
+            elif p.stop_strs:
+                matched = self.stop_text(req.output_ids[:n], p)
                 if matched is not None:
                     req.finish_reason, req.matched_stop = FinishReason.STOP, matched
-                    return
-        if n >= p.max_new_tokens or req.num_tokens >= self.limits.max_context:
+        context = len(req.prompt_ids) + n
+        if req.finish_reason is None and (n >= p.max_new_tokens or
+                                          context >= self.limits.max_context):
             req.finish_reason = FinishReason.LENGTH
+        if req.finish_reason is not None:
+            del req.output_ids[n:]
 
     def check_integrity(self) -> None:
         """Every page free, cached, or owned by one running request; slots likewise."""

@@ -15,7 +15,7 @@ def make_scheduler(**over) -> Scheduler:
     limits = dict(page_size=4, num_pages=65, max_running=8, chunk_tokens=32, max_context=512,
                   attention_budget=1 << 16)
     limits.update(over)
-    return Scheduler(SchedulerLimits(**limits), {EOS}, stop_text=lambda req: None)
+    return Scheduler(SchedulerLimits(**limits), {EOS}, stop_text=lambda ids, params: None)
 
 
 def make_req(rid: str, n_prompt: int, **params) -> Req:
@@ -31,6 +31,7 @@ def run_to_completion(sched: Scheduler, next_token=lambda req: 7, max_steps=10_0
         sched.check_integrity()
         assert batch.num_tokens <= sched.limits.chunk_tokens
         steps.append(batch)
+        sched.commit(batch)
         sched.process(batch, [next_token(e.req) for e in batch.entries])
         sched.check_integrity()
     assert not sched.has_work
@@ -51,6 +52,7 @@ def test_decodes_and_prefills_share_a_step():
     sched = make_scheduler()
     sched.add(make_req("a", 5, max_new_tokens=10))
     batch = sched.schedule()
+    sched.commit(batch)
     sched.process(batch, [7])
     sched.add(make_req("b", 20, max_new_tokens=2))
     batch = sched.schedule()
@@ -98,6 +100,7 @@ def test_abort_frees_pages_of_running_and_waiting_requests():
     sched.add(make_req("a", 10, max_new_tokens=50))
     sched.add(make_req("b", 10, max_new_tokens=50))
     batch = sched.schedule()
+    sched.commit(batch)
     sched.process(batch, [7])
     assert sched.abort("a").finish_reason is FinishReason.ABORT
     assert sched.abort("b").finish_reason is FinishReason.ABORT
