@@ -15,12 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jaxengine.sampling_params import SamplingParams
 from jaxengine.scheduler.page_allocator import PageAllocator
 from jaxengine.scheduler.policy import order_waiting
 from jaxengine.scheduler.radix_cache import RadixCache
-from jaxengine.sampling_params import SamplingParams
 from jaxengine.scheduler.req import FinishReason, Req
-
 
 # Stands in an output list for a token sampled by a step still running on the device. A step
 # that feeds it reads the real token from the device (StepInputs.prev_index); `process`
