@@ -32,11 +32,16 @@ def ragged_paged_attention_reference(
     sm_scale: float,
     soft_cap: float | None = None,
     sliding_window: int | None = None,
-) -> jax.Array:               # [T, N, H]
+    causal: bool = True,
+    return_lse: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:  # [T, N, H] (, lse [T, N] f32)
     """Each query token attends, over its own sequence's pages, to keys at positions <= its own.
 
     Every token gathers its sequence's pages, so the cost is T x Pb x S: callers keep Pb at the
-    live context bucket. Tokens of padding sequences produce zeros.
+    live context bucket. Tokens of padding sequences produce zeros (and lse -inf).
+    causal=False: every query token of a sequence sees all kv_lens[s] keys (the sliding window,
+    if any, then counts back from the end of the sequence). return_lse: also return the f32
+    log-sum-exp of the (scaled, capped) scores per token and head, -inf where no key is visible.
     """
     T, N, H = q.shape
     K = k_pages.shape[-2]
@@ -45,7 +50,7 @@ def ragged_paged_attention_reference(
     seq = jnp.clip(token_sequence_ids(cu_q_lens, T), 0, B - 1)            # [T]
     live = (seq < num_seqs[0]) & (jnp.arange(T) < cu_q_lens[num_seqs[0]])
     # Causal: a token's kv length counts the tokens up to and including itself.
-    tokens_after = cu_q_lens[seq + 1] - 1 - jnp.arange(T)
+    tokens_after = cu_q_lens[seq + 1] - 1 - jnp.arange(T) if causal else 0
     q_kv_len = jnp.where(live, kv_lens[seq] - tokens_after, 0)            # [T]
     pages = page_indices[seq]                                             # [T, Pb]
     if layer is None:
@@ -69,4 +74,8 @@ def ragged_paged_attention_reference(
     denom = jnp.sum(p, axis=-1, keepdims=True)
     p = p / jnp.where(denom == 0.0, 1.0, denom)
     out = jnp.einsum("tkgl,tlkh->tkgh", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return out.reshape(T, N, H).astype(q.dtype)
+    out = out.reshape(T, N, H).astype(q.dtype)
+    if not return_lse:
+        return out
+    lse = jnp.where(denom[..., 0] > 0.0, row_max[..., 0] + jnp.log(denom[..., 0]), -jnp.inf)
+    return out, lse.reshape(T, N)

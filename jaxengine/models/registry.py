@@ -36,11 +36,11 @@ def arch_from_hf_config(hf_config: dict[str, Any]):
 
 
 def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarray]],
-                dtype: jnp.dtype) -> nnx.Module:
+                dtype: jnp.dtype, attention_backend: str = "auto") -> nnx.Module:
     """Place checkpoint tensors (HF names, numpy) into a model of `dtype`; no random init."""
     arch_cls, model_cls, table = lookup(hf_config)
     arch = arch_cls.from_hf_config(hf_config)
-    model = nnx.eval_shape(lambda: model_cls(arch, dtype))
+    model = nnx.eval_shape(lambda: model_cls(arch, dtype, attention_backend=attention_backend))
     wanted = {path: var for path, var in _params(model)}
     stacked: dict[str, np.ndarray] = {}
     for name, array in tensors:

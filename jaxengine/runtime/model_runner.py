@@ -44,7 +44,8 @@ class ModelRunner:
         self.arch = arch_from_hf_config(checkpoint.hf_config)
         self.context_length = self._context_length(config)
         t0 = time.perf_counter()
-        model = build_model(checkpoint.hf_config, checkpoint.tensors(), self.dtype)
+        model = build_model(checkpoint.hf_config, checkpoint.tensors(), self.dtype,
+                            config.model.attention_backend)
         log.info("weights placed in %.1fs", time.perf_counter() - t0)
         self.graphdef, self.state = nnx.split(model)
         self.page_size = config.cache.page_size

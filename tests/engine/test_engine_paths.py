@@ -51,3 +51,12 @@ def test_seeded_sampling_is_reproducible_and_batch_invariant(tiny_model_dir):
                                   sampling_params={**params, "seed": 99})["output_ids"]
     assert together == alone
     assert other_seed != alone[0]
+
+
+def test_pallas_attention_in_interpret_mode_gives_the_reference_tokens(tiny_model_dir, baseline):
+    params = {**PARAMS, "max_new_tokens": 6}
+    prompts = _prompts(12)[:3]
+    with je.Engine(model_path=tiny_model_dir, attention_backend="pallas-interpret",
+                   max_running_requests=4) as llm:
+        outs = llm.generate(input_ids=prompts, sampling_params=params)
+    assert [o["output_ids"] for o in outs] == [b[:6] for b in baseline[:3]]
