@@ -83,6 +83,9 @@ class ServerConfig:
     log_level: str = _opt("info", "Log level.",
                           choices=("debug", "info", "warning", "error", "critical"))
     random_seed: int = _opt(0, "Seed for requests that set none.")
+    compilation_cache_dir: str | None = _opt(
+        None, "JAX's persistent compilation cache (default: $JAXENGINE_CACHE/xla_cache, or "
+        "$JAXENGINE_COMPILATION_CACHE).")
 
 
 SECTIONS = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
@@ -176,5 +179,8 @@ def from_cli(argv: list[str] | None = None) -> EngineConfig:
         raise  # unreachable: parser.error exits
 
 
-def compilation_cache_dir() -> Path:
+def compilation_cache_dir(configured: str | None = None) -> Path:
+    """The flag's directory, else $JAXENGINE_COMPILATION_CACHE, else under cache_dir()."""
+    if configured:
+        return Path(configured)
     return Path(os.environ.get("JAXENGINE_COMPILATION_CACHE", cache_dir() / "xla_cache"))

@@ -29,14 +29,14 @@ def resolve_dtype(name: str, platform: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def enable_compilation_cache() -> None:
-    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+def enable_compilation_cache(directory: str | None) -> None:
+    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir(directory)))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 class ModelRunner:
     def __init__(self, config: EngineConfig, checkpoint):
-        enable_compilation_cache()
+        enable_compilation_cache(config.server.compilation_cache_dir)
         self.device = jax.devices()[0]
         self.platform = self.device.platform
         log.info("running on %s (%s)", self.device.device_kind, self.platform)

@@ -60,3 +60,9 @@ def test_pallas_attention_in_interpret_mode_gives_the_reference_tokens(tiny_mode
                    max_running_requests=4) as llm:
         outs = llm.generate(input_ids=prompts, sampling_params=params)
     assert [o["output_ids"] for o in outs] == [b[:6] for b in baseline[:3]]
+
+
+def test_compilation_cache_goes_where_the_flag_says(tiny_model_dir, tmp_path):
+    with je.Engine(model_path=tiny_model_dir, compilation_cache_dir=str(tmp_path)) as llm:
+        llm.generate(input_ids=[5, 6, 7], sampling_params={"max_new_tokens": 2})
+    assert any(tmp_path.iterdir())
