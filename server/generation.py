@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from jaxengine.sampling_params import SamplingParams
 
 from .errors import APIError
+from .protocol import UsageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +230,25 @@ def sse(payload: str) -> str:
 
 
 SSE_DONE = sse("[DONE]")
+
+
+class UsageCounter:
+    """Token usage of one response: prompt tokens (and cached ones) count once per prompt,
+    however many choices it has; completion tokens count for every choice."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.prompt: dict[int, int] = {}
+        self.cached: dict[int, int] = {}
+        self.completion = 0
+
+    def add(self, job: Job, meta: dict[str, Any]) -> None:
+        prompt_index = job.index // self.n
+        self.prompt[prompt_index] = meta["prompt_tokens"]
+        self.cached[prompt_index] = max(self.cached.get(prompt_index, 0),
+                                        meta.get("cached_tokens", 0))
+        self.completion += meta["completion_tokens"]
+
+    def usage(self) -> UsageInfo:
+        return UsageInfo.build(sum(self.prompt.values()), self.completion,
+                               sum(self.cached.values()))

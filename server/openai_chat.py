@@ -16,6 +16,7 @@ from .generation import (
     SSE_DONE,
     SSEResponse,
     StreamSet,
+    UsageCounter,
     finish_reason,
     generate_all,
     make_jobs,
@@ -54,17 +55,14 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
         return SSEResponse(_stream(streams, rid, model, req.n, req.include_usage), streams.close)
 
     outputs = await generate_all(engine, jobs, raw)
-    choices, completion, cached = [], 0, 0
+    choices, usage = [], UsageCounter(req.n)
     for job, out in zip(jobs, outputs, strict=True):
         meta = out["meta_info"]
         reason, matched = finish_reason(meta)
         choices.append(ChatChoice(index=job.index, message=ChatMessageOut(content=out["text"]),
                                   finish_reason=reason, matched_stop=matched))
-        completion += meta["completion_tokens"]
-        cached += meta.get("cached_tokens", 0)
-    prompt = outputs[0]["meta_info"]["prompt_tokens"]
-    body = ChatCompletionResponse(id=rid, model=model, choices=choices,
-                                  usage=UsageInfo.build(prompt, completion, cached))
+        usage.add(job, meta)
+    body = ChatCompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
 
 
@@ -79,7 +77,7 @@ async def _stream(streams: StreamSet, rid: str, model: str, n: int,
 
     for index in range(n):
         yield chunk([ChatStreamChoice(index=index, delta={"role": "assistant", "content": ""})])
-    prompt = completion = cached = 0
+    usage = UsageCounter(n)
     try:
         async for job, out in streams.chunks():
             meta: dict[str, Any] = out["meta_info"]
@@ -89,11 +87,9 @@ async def _stream(streams: StreamSet, rid: str, model: str, n: int,
             if reason is not None:
                 yield chunk([ChatStreamChoice(index=job.index, delta={}, finish_reason=reason,
                                               matched_stop=matched)])
-                prompt = meta["prompt_tokens"]
-                completion += meta["completion_tokens"]
-                cached += meta.get("cached_tokens", 0)
+                usage.add(job, meta)
         if include_usage:
-            yield chunk([], UsageInfo.build(prompt, completion, cached))
+            yield chunk([], usage.usage())
     except APIError as e:
         yield sse_error(e)
     except Exception as e:

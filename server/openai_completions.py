@@ -16,6 +16,7 @@ from .generation import (
     Job,
     SSEResponse,
     StreamSet,
+    UsageCounter,
     finish_reason,
     generate_all,
     make_jobs,
@@ -50,18 +51,14 @@ async def completions(req: CompletionRequest, raw: Request) -> Response:
         return SSEResponse(events, streams.close)
 
     outputs = await generate_all(engine, jobs, raw)
-    choices, prompt, completion, cached = [], 0, 0, 0
+    choices, usage = [], UsageCounter(req.n)
     for job, echo, out in zip(jobs, echoes, outputs, strict=True):
         meta = out["meta_info"]
         reason, matched = finish_reason(meta)
         choices.append(CompletionChoice(index=job.index, text=echo + out["text"],
                                         finish_reason=reason, matched_stop=matched))
-        if job.index % req.n == 0:  # each prompt counts once, however many choices it has
-            prompt += meta["prompt_tokens"]
-        completion += meta["completion_tokens"]
-        cached += meta.get("cached_tokens", 0)
-    body = CompletionResponse(id=rid, model=model, choices=choices,
-                              usage=UsageInfo.build(prompt, completion, cached))
+        usage.add(job, meta)
+    body = CompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
 
 
@@ -77,8 +74,7 @@ async def _stream(streams: StreamSet, jobs: list[Job], echoes: list[str], rid: s
     for job, echo in zip(jobs, echoes, strict=True):
         if echo:
             yield chunk([CompletionChoice(index=job.index, text=echo)])
-    prompt = completion = cached = 0
-    n_prompt_tokens: dict[int, int] = {}  # per prompt, however many choices it has
+    usage = UsageCounter(n)
     try:
         async for job, out in streams.chunks():
             meta = out["meta_info"]
@@ -87,12 +83,9 @@ async def _stream(streams: StreamSet, jobs: list[Job], echoes: list[str], rid: s
                 yield chunk([CompletionChoice(index=job.index, text=out["text"],
                                               finish_reason=reason, matched_stop=matched)])
             if reason is not None:
-                n_prompt_tokens[job.index // n] = meta["prompt_tokens"]
-                completion += meta["completion_tokens"]
-                cached += meta.get("cached_tokens", 0)
-        prompt = sum(n_prompt_tokens.values())
+                usage.add(job, meta)
         if include_usage:
-            yield chunk([], UsageInfo.build(prompt, completion, cached))
+            yield chunk([], usage.usage())
     except APIError as e:
         yield sse_error(e)
     except Exception as e:

@@ -46,3 +46,18 @@ def test_flush_cache_is_refused_while_a_request_runs_and_works_when_idle(
     assert again.usage.prompt_tokens_details.cached_tokens == 0
     info = http.get("/get_server_info").json()
     assert 0.0 < info["cache_hit_rate"] < 1.0 and info["num_cached_tokens"] > 0
+
+
+def test_cached_tokens_count_once_per_prompt_with_several_choices(client, model_name):
+    _chat(client, model_name, "Name a mountain.")
+    for stream in (False, True):
+        kwargs = dict(model=model_name, max_tokens=3, temperature=0, n=3,
+                      messages=[{"role": "system", "content": SYSTEM},
+                                {"role": "user", "content": "Name a mountain."}])
+        if stream:
+            chunks = list(client.chat.completions.create(
+                stream=True, stream_options={"include_usage": True}, **kwargs))
+            usage = chunks[-1].usage
+        else:
+            usage = client.chat.completions.create(**kwargs).usage
+        assert 0 < usage.prompt_tokens_details.cached_tokens <= usage.prompt_tokens
