@@ -95,3 +95,33 @@ def from_blocks(o: jax.Array, plan: QBlocks, num_heads: int, block_q: int,
     out = o[plan.row_of_token]
     mask = plan.token_live.reshape((-1,) + (1,) * (out.ndim - 1))
     return jnp.where(mask, out, jnp.asarray(fill, out.dtype))
+
+
+def check_inputs(q: jax.Array, k_pages: jax.Array, v_pages: jax.Array, kv_lens: jax.Array,
+                 page_indices: jax.Array, cu_q_lens: jax.Array, num_seqs: jax.Array,
+                 layer: jax.Array | None, sliding_window: int | None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array | int]:
+    """The kernels' shared ValueError checks; a single-layer cache [P, S, K, H] comes back
+    as a stacked one [1, P, S, K, H] with layer 0."""
+    if q.ndim != 3:
+        raise ValueError(f"q must be [T, N, H], got {q.shape}")
+    if k_pages.ndim == 4:
+        if layer is not None:
+            raise ValueError("layer given but k_pages is a single layer [P, S, K, H]")
+        k_pages, v_pages, layer = k_pages[None], v_pages[None], 0
+    elif k_pages.ndim != 5 or layer is None:
+        raise ValueError("k_pages must be [P, S, K, H], or [L, P, S, K, H] with layer")
+    if k_pages.shape != v_pages.shape:
+        raise ValueError(f"k/v pages differ: {k_pages.shape} vs {v_pages.shape}")
+    _, N, H = q.shape
+    K, Hk = k_pages.shape[-2:]
+    B = page_indices.shape[0]
+    if Hk != H:
+        raise ValueError(f"head_dim of q ({H}) and cache ({Hk}) differ")
+    if N % K:
+        raise ValueError(f"num_heads {N} is not a multiple of num_kv_heads {K}")
+    if kv_lens.shape != (B,) or cu_q_lens.shape != (B + 1,) or num_seqs.shape != (1,):
+        raise ValueError("kv_lens [B], page_indices [B, Pb], cu_q_lens [B+1], num_seqs [1]")
+    if sliding_window is not None and sliding_window <= 0:
+        raise ValueError("sliding_window must be positive")
+    return k_pages, v_pages, layer

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels._qblocks import from_blocks, next_pow2, plan_q_blocks, to_blocks
+from pallas_kernels._qblocks import check_inputs, from_blocks, next_pow2, plan_q_blocks, to_blocks
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference
 
 __all__ = ["abstract_gpu", "ragged_paged_attention_gpu", "ragged_paged_attention_reference"]
@@ -173,30 +173,13 @@ def ragged_paged_attention_gpu(
     interpret: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:  # [T, N, H] (, lse [T, N] f32)
     """Pallas (Triton) ragged paged attention; semantics of ragged_paged_attention_reference."""
-    if q.ndim != 3:
-        raise ValueError(f"q must be [T, N, H], got {q.shape}")
-    if k_pages.ndim == 4:
-        if layer is not None:
-            raise ValueError("layer given but k_pages is a single layer [P, S, K, H]")
-        k_pages, v_pages = k_pages[None], v_pages[None]
-        layer = 0
-    elif k_pages.ndim != 5 or layer is None:
-        raise ValueError("k_pages must be [P, S, K, H], or [L, P, S, K, H] with layer")
-    if k_pages.shape != v_pages.shape:
-        raise ValueError(f"k/v pages differ: {k_pages.shape} vs {v_pages.shape}")
+    k_pages, v_pages, layer = check_inputs(q, k_pages, v_pages, kv_lens, page_indices,
+                                           cu_q_lens, num_seqs, layer, sliding_window)
     T, N, H = q.shape
-    _, _, S, K, Hk = k_pages.shape
+    _, _, S, K, _ = k_pages.shape
     B = kv_lens.shape[0]
-    if Hk != H:
-        raise ValueError(f"head_dim of q ({H}) and cache ({Hk}) differ")
-    if N % K:
-        raise ValueError(f"num_heads {N} is not a multiple of num_kv_heads {K}")
-    if page_indices.shape[0] != B or cu_q_lens.shape != (B + 1,) or num_seqs.shape != (1,):
-        raise ValueError("kv_lens [B], page_indices [B, Pb], cu_q_lens [B+1], num_seqs [1]")
     if S & (S - 1) or H & (H - 1):
         raise ValueError(f"page_size ({S}) and head_dim ({H}) must be powers of two (Triton)")
-    if sliding_window is not None and sliding_window <= 0:
-        raise ValueError("sliding_window must be positive")
     G = N // K
     gp = next_pow2(G)
     bq = block_q or default_block_q(T, B, G)
