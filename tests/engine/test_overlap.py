@@ -10,7 +10,7 @@ import pytest
 import jaxengine as je
 
 
-def _workload(tokenizer) -> list[tuple[float, list[int], dict]]:
+def _workload() -> list[tuple[float, list[int], dict]]:
     """32 requests: mixed prompt and output lengths, stop strings / ids, staggered arrivals."""
     rng = np.random.default_rng(3)
     work = []
@@ -30,7 +30,7 @@ def _workload(tokenizer) -> list[tuple[float, list[int], dict]]:
 def _run(model_dir: str, overlap: bool) -> list[dict]:
     with je.Engine(model_path=model_dir, disable_overlap_schedule=not overlap,
                    max_running_requests=8, chunked_prefill_size=64) as llm:
-        work = _workload(llm.tokenizer)
+        work = _workload()
 
         async def one(delay, prompt, params):
             await asyncio.sleep(delay)

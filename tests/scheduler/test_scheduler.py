@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 from jaxengine.sampling_params import SamplingParams
 from jaxengine.scheduler.req import FinishReason, Req
 from jaxengine.scheduler.scheduler import Scheduler, SchedulerLimits
@@ -78,9 +76,8 @@ def test_eos_stop_tokens_and_min_new_tokens():
     late = make_req("late", 4, max_new_tokens=50, min_new_tokens=3)
     for r in (eos, ignore, stop_id, late):
         sched.add(r)
-    counter = itertools.count()
-    tokens = {"eos": lambda: EOS, "ignore": lambda: EOS, "stop": lambda: 9, "late": lambda: EOS}
-    run_to_completion(sched, lambda req: (next(counter), tokens[req.rid]())[1])
+    tokens = {"eos": EOS, "ignore": EOS, "stop": 9, "late": EOS}
+    run_to_completion(sched, lambda req: tokens[req.rid])
     assert eos.output_ids == [EOS] and eos.matched_stop == EOS
     assert len(ignore.output_ids) == 5 and ignore.finish_reason is FinishReason.LENGTH
     assert stop_id.output_ids == [9] and stop_id.matched_stop == 9
