@@ -86,6 +86,18 @@ class ServerConfig:
     compilation_cache_dir: str | None = _opt(
         None, "JAX's persistent compilation cache (default: $JAXENGINE_CACHE/xla_cache, or "
         "$JAXENGINE_COMPILATION_CACHE).")
+    api_key: str | None = _opt(
+        None, "Require `Authorization: Bearer KEY` on every endpoint but /health and /metrics.")
+    enable_metrics: bool = _opt(False, "Serve Prometheus metrics on /metrics.")
+    max_queued_requests: int | None = _opt(
+        None, "Most requests waiting for a running slot; beyond it new requests get HTTP 503 "
+        "with Retry-After (default: no limit).")
+    allow_auto_truncate: bool = _opt(
+        False, "Cut prompts longer than the context length to their last tokens instead of "
+        "answering HTTP 400.")
+    graceful_shutdown_timeout: float = _opt(
+        10.0, "On SIGTERM, seconds that requests in flight may take to finish before they are "
+        "aborted (their streams end with an error event and [DONE]).")
 
 
 SECTIONS = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
@@ -127,6 +139,8 @@ class EngineConfig:
             (0.0 < c.cache.mem_fraction_static <= 1.0, "--mem-fraction-static must be in (0, 1]"),
             (c.cache.max_total_tokens is None or c.cache.max_total_tokens >= c.cache.page_size,
              "--max-total-tokens must hold at least one page"),
+            (c.server.max_queued_requests is None or c.server.max_queued_requests >= 0,
+             "--max-queued-requests must be >= 0"),
             (c.parallel.tp_size == 1, "--tp-size > 1 is not supported yet (tensor parallelism "
              "is tracked in its own issue); use --tp-size 1"),
             (c.parallel.dp_size == 1, "--dp-size > 1 is not supported yet (data parallelism "

@@ -70,6 +70,11 @@ class CoreClient:
         if live:
             self._send(("abort", rid))
 
+    def live_request_ids(self) -> list[str]:
+        """Requests submitted and not yet finished."""
+        with self._sinks_lock:
+            return list(self._sinks)
+
     def call(self, method: str, timeout: float = 60.0) -> Any:
         """A control call answered by the core between steps (flush_cache, stats)."""
         future: Future = Future()

@@ -8,11 +8,13 @@ of its own); `async_generate` runs on the caller's loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from jaxengine.core_client import CoreClient
 from jaxengine.detokenizer import IncrementalDetokenizer
 from jaxengine.engine_core import AddRequest, TokenOutput
 from jaxengine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -39,6 +43,10 @@ class Engine:
         self.served_model_name = m.served_model_name or checkpoint.name
         self.chat_template = _read_template(m.chat_template) or checkpoint.chat_template
         self._seeds = random.Random(self.config.server.random_seed)
+        # Why a request was aborted by this side (shutdown, an abort endpoint), for its result.
+        self._abort_reasons: dict[str, tuple[str, int]] = {}
+        # Called with a timing record (see `_Request.timings`) when a request finishes.
+        self.request_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._client = CoreClient(self.config)
         self.core_info = self._client.info
         self.context_length: int = self.core_info["context_length"]
@@ -59,6 +67,10 @@ class Engine:
     def get_server_info(self) -> dict[str, Any]:
         """The flat config, start-up facts and live counters (queue, cache hit rate, ...)."""
         return {**self.config.flat(), **self.core_info, **self._client.call("stats")}
+
+    def check_integrity(self) -> str:
+        """"" when every KV page is free, cached or owned by one running request; else why."""
+        return self._client.call("check_integrity")
 
     def flush_cache(self) -> bool:
         """Empty the prefix cache; False (nothing done) while requests are queued or running."""
@@ -112,8 +124,22 @@ class Engine:
                                       for rid, (ids, p, i) in zip(rids, jobs)))
         return outs if batched or len(outs) > 1 else outs[0]
 
-    def abort(self, request_id: str) -> None:
+    def abort(self, request_id: str, message: str | None = None, status: int = 400) -> None:
+        """Abort one request; its result says `message` (with an HTTP `status`) if given."""
+        if message is not None:
+            self._abort_reasons[request_id] = (message, status)
         self._client.abort(request_id)
+
+    def live_request_ids(self) -> list[str]:
+        return self._client.live_request_ids()
+
+    def abort_matching(self, pattern: str, message: str, status: int = 400) -> list[str]:
+        """Abort every live request whose id matches the regex `pattern` (all for ".*")."""
+        rx = re.compile(pattern)
+        rids = [rid for rid in self.live_request_ids() if rx.fullmatch(rid)]
+        for rid in rids:
+            self.abort(rid, message, status)
+        return rids
 
     def _prompts(self, prompt: Any, input_ids: Any) -> tuple[list[list[int]], bool]:
         if (prompt is None) == (input_ids is None):
@@ -210,7 +236,12 @@ class _Request:
             engine.tokenizer, skip_special_tokens=p.skip_special_tokens,
             spaces_between_special_tokens=p.spaces_between_special_tokens,
             stop_strs=p.stop_strs)
+        self.engine = engine
         self.start = time.perf_counter()
+        self.last_output: float | None = None
+        self.first_token: float | None = None
+        self.queue_time: float | None = None
+        self.itl: list[float] = []
         self.text = ""
         self.output_ids: list[int] = []
         self.finish: dict[str, Any] | None = None
@@ -222,6 +253,7 @@ class _Request:
 
     def consume(self, out: TokenOutput) -> dict[str, Any]:
         """Fold one TokenOutput in; return the streaming chunk (deltas) it makes."""
+        self._time(out)
         self.output_ids.extend(out.new_ids)
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
         if out.finish_reason is None:
@@ -233,8 +265,48 @@ class _Request:
             self.finish = {"type": out.finish_reason, "matched": matched}
             if out.finish_reason == "length":
                 self.finish = {"type": "length", "length": len(self.output_ids)}
+            stashed = self.engine._abort_reasons.pop(self.rid, None)
+            if out.finish_reason == "abort":
+                self.finish = self._abort_reason(out, stashed)
+            self._report()
         self.text += delta
         return {"text": delta, "output_ids": list(out.new_ids), "meta_info": self.meta_info()}
+
+    def _time(self, out: TokenOutput) -> None:
+        now = time.perf_counter()
+        if out.queue_time is not None:
+            self.queue_time = out.queue_time
+        if out.new_ids:
+            if self.first_token is None:
+                self.first_token = now
+            elif self.last_output is not None:
+                self.itl.append((now - self.last_output) / len(out.new_ids))
+            self.last_output = now
+
+    @staticmethod
+    def _abort_reason(out: TokenOutput, stashed: tuple[str, int] | None) -> dict[str, Any]:
+        message, status = stashed or (None, None)
+        if out.abort_status == 503:
+            message, status = "The request queue is full; retry later", 503
+        finish: dict[str, Any] = {"type": "abort"}
+        if message is not None:
+            finish.update(message=message, status_code=status)
+        return finish
+
+    def timings(self) -> dict[str, Any]:
+        """What metrics observe once the request is done (seconds; None if it never ran)."""
+        return {"ttft": None if self.first_token is None else self.first_token - self.start,
+                "itl": self.itl, "e2e": time.perf_counter() - self.start,
+                "queue_time": self.queue_time, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": len(self.output_ids), "cached_tokens": self.cached_tokens,
+                "finish_reason": (self.finish or {}).get("type")}
+
+    def _report(self) -> None:
+        for listener in self.engine.request_listeners:
+            try:
+                listener(self.timings())
+            except Exception:  # a metrics bug must not lose the answer
+                log.exception("request listener failed")
 
     def meta_info(self) -> dict[str, Any]:
         return {"id": self.rid, "prompt_tokens": self.prompt_tokens,

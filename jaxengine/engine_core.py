@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxengine.config import EngineConfig
+from jaxengine.core_stats import CoreCounters
 from jaxengine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class TokenOutput:
     matched_stop: int | str | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    queue_time: float | None = None    # seconds from arrival to first step (first output only)
+    abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
 
 
 class StepTimer:
@@ -107,6 +110,8 @@ class EngineCore:
         self.overlap = not config.scheduler.disable_overlap_schedule
         self._in_flight: tuple | None = None
         self.timer = StepTimer()
+        self.counters = CoreCounters()
+        self.max_queued = config.server.max_queued_requests
 
     def info(self) -> dict[str, Any]:
         r = self.runner
@@ -119,7 +124,13 @@ class EngineCore:
     def add_request(self, add: AddRequest) -> TokenOutput | None:
         """Queue a request; an immediate TokenOutput if it can never run."""
         if len(add.prompt_ids) >= self.max_context:
+            self.counters.finished(add.rid, aborted=True)
             return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids))
+        if self.max_queued is not None and len(self.scheduler.waiting) >= self.max_queued:
+            self.counters.finished(add.rid, aborted=True)
+            return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids),
+                               abort_status=503)
+        self.counters.arrived(add.rid)
         self.scheduler.add(Req(add.rid, list(add.prompt_ids), add.params, add.seed))
         return None
 
@@ -127,6 +138,7 @@ class EngineCore:
         req = self.scheduler.abort(rid)
         if req is None:
             return None
+        self.counters.finished(rid, aborted=True)
         return TokenOutput(rid, [], [], FinishReason.ABORT.value, None, len(req.prompt_ids))
 
     @property
@@ -144,6 +156,7 @@ class EngineCore:
             inputs = self.runner.prepare(batch, self._sorted_eos)
             launched = (batch, *self.runner.run(inputs))
             self.scheduler.commit(batch)
+            self.counters.scheduled([e.req.rid for e in batch.entries])
         done, self._in_flight = (self._in_flight, launched) if self.overlap else (launched, None)
         outputs = self._finish(*done) if done is not None else []
         self.timer.record(time.perf_counter() - t0)
@@ -161,7 +174,11 @@ class EngineCore:
             reason = req.finish_reason.value if req.finish_reason else None
             outputs.append(TokenOutput(req.rid, [req.output_ids[index]], [logprob], reason,
                                        req.matched_stop, len(req.prompt_ids),
-                                       max(req.cached_tokens, 0)))
+                                       max(req.cached_tokens, 0),
+                                       queue_time=self.counters.take_queue_time(req.rid)))
+            self.counters.generated(1)
+            if reason is not None:
+                self.counters.finished(req.rid, aborted=reason == FinishReason.ABORT.value)
         return outputs
 
     def stats(self) -> dict[str, Any]:
@@ -175,7 +192,9 @@ class EngineCore:
                 "prompt_tokens_total": s.prompt_tokens_total,
                 "cached_tokens_total": s.cached_tokens_total,
                 "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1),
-                **self.timer.summary()}
+                "max_total_num_tokens": (s.allocator.num_pages - 1) * s.limits.page_size,
+                "token_usage": used_pages / max(s.allocator.num_pages - 1, 1),
+                **self.counters.summary(), **self.timer.summary()}
 
     def call(self, method: str) -> Any:
         """Control calls from the client, answered between steps."""
@@ -183,6 +202,12 @@ class EngineCore:
             return self.scheduler.flush_cache()
         if method == "stats":
             return self.stats()
+        if method == "check_integrity":  # for tests: "" when every page is accounted for
+            try:
+                self.scheduler.check_integrity()
+            except AssertionError as e:
+                return str(e) or "integrity check failed"
+            return ""
         raise ValueError(f"unknown engine-core call {method!r}")
 
     def _matched_stop_text(self, output_ids: list[int], params: SamplingParams) -> str | None:
