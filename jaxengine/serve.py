@@ -36,16 +36,27 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn.Server that announces readiness once it is listening."""
+    """uvicorn.Server that announces readiness once it is listening, and drains the engine
+    before uvicorn closes the connections."""
 
-    def __init__(self, config: uvicorn.Config, url: str) -> None:
+    def __init__(self, config: uvicorn.Config, url: str, grace_s: float) -> None:
         super().__init__(config)
         self.url = url
+        self.grace_s = grace_s
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             logger.info("ready on %s", self.url)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        from server.lifecycle import drain
+
+        for server in self.servers:  # no new connections while draining
+            server.close()
+        if not self.force_exit:  # a second Ctrl-C skips the wait
+            await drain(self.config.app, self.grace_s)
+        await super().shutdown(sockets)
 
 
 def serve(config: EngineConfig) -> None:
@@ -64,7 +75,8 @@ def serve(config: EngineConfig) -> None:
         uv_config = uvicorn.Config(app, log_level=config.server.log_level,
                                    timeout_graceful_shutdown=5)
         display_host = f"[{host}]" if ":" in host else host
-        _Server(uv_config, f"http://{display_host}:{port}").run(sockets=[sock])
+        _Server(uv_config, f"http://{display_host}:{port}",
+                config.server.graceful_shutdown_timeout).run(sockets=[sock])
     finally:
         sock.close()
         engine.shutdown()

@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import native, openai_chat, openai_completions
+from . import metrics, native, openai_chat, openai_completions, tokenize
+from .auth import APIKeyMiddleware
 from .errors import APIError, install_error_handlers
 from .generation import ClientDisconnected
+from .lifecycle import RefuseWhileDraining
 from .protocol import ModelCard, ModelList
 
 
@@ -28,7 +30,10 @@ def create_app(engine: Any) -> FastAPI:
     app = FastAPI(title="jaxengine", version=_version(),
                   description="OpenAI-compatible LLM server on JAX")
     info = engine.get_model_info()
+    flags = engine.config.server
     app.state.engine = engine
+    app.state.auto_truncate = flags.allow_auto_truncate
+    app.state.draining = False  # set on shutdown: new work is refused with 503
     app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
     app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
                                      root=str(info.get("model_path") or engine.served_model_name),
@@ -43,6 +48,14 @@ def create_app(engine: Any) -> FastAPI:
     app.include_router(openai_chat.router)
     app.include_router(openai_completions.router)
     app.include_router(native.router)
+    app.include_router(tokenize.router)
+    if flags.enable_metrics:
+        app.state.metrics = metrics.ServerMetrics(engine, engine.served_model_name)
+        app.include_router(metrics.router)
+    # Added last, runs first: a draining server refuses even unauthenticated callers fast.
+    if flags.api_key:
+        app.add_middleware(APIKeyMiddleware, api_key=flags.api_key)
+    app.add_middleware(RefuseWhileDraining)
 
     @app.get("/v1/models")
     async def list_models(raw: Request) -> JSONResponse:

@@ -30,12 +30,13 @@ class APIError(Exception):
     """Raised by endpoint code; becomes an OpenAI-style error response."""
 
     def __init__(self, message: str, *, status: int = 400, param: str | None = None,
-                 code: int | str | None = None) -> None:
+                 code: int | str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.param = param
         self.code = status if code is None else code
+        self.headers = headers or {}
 
 
 def error_body(message: str, status: int = 400, param: str | None = None,
@@ -105,7 +106,9 @@ def _validation_message(request: Request, errors: list[dict[str, Any]]) -> tuple
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.message, exc.status, exc.param, exc.code)
+        response = error_response(exc.message, exc.status, exc.param, exc.code)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,6 +26,7 @@ from .protocol import UsageInfo
 logger = logging.getLogger(__name__)
 
 _OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+RETRY_AFTER_S = "1"
 
 
 class ClientDisconnected(Exception):
@@ -104,8 +105,10 @@ def finish_reason(meta: dict[str, Any]) -> tuple[str | None, int | str | None]:
     kind = fr.get("type")
     if kind == "abort":
         status = fr.get("status_code") or 500
+        # 503 is "busy or shutting down": tell clients when to come back.
+        headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
         raise APIError(f"The request was aborted: {fr.get('message') or 'engine abort'}",
-                       status=status)
+                       status=status, headers=headers)
     return ("length" if kind == "length" else "stop"), fr.get("matched")
 
 
@@ -153,17 +156,28 @@ class StreamSet:
     _finished: set[int] = field(default_factory=set)
     _closed: bool = False
 
-    async def start(self) -> None:
+    async def start(self, request: Request | None = None) -> None:
         """Start every stream and read its first chunk, so that a bad request (ValueError)
-        is raised here, before any byte of the response is sent."""
+        is raised here, before any byte of the response is sent. A client that leaves while
+        its request is still queued is noticed here (ClientDisconnected), not at the first
+        token."""
         calls = [asyncio.ensure_future(self.engine.async_generate(**job.kwargs(), stream=True))
                  for job in self.jobs]
+        first = None
         try:
             self._iters = list(await asyncio.gather(*calls))
-            self._first = list(await asyncio.gather(*(anext(it) for it in self._iters)))
+            first = asyncio.ensure_future(asyncio.gather(*(anext(it) for it in self._iters)))
+            while not (await asyncio.wait({first}, timeout=0.25))[0]:
+                await _watch_disconnect(request, {first})
+            self._first = list(first.result())
+            for k, first in enumerate(self._first):
+                if first["meta_info"].get("finish_reason") is not None:
+                    self._finished.add(k)
+                    finish_reason(first["meta_info"])  # an abort (a full queue) is an error now
         except BaseException:
-            for call in calls:
-                call.cancel()
+            for call in [*calls, first]:
+                if call is not None:
+                    call.cancel()
             self.close()
             raise
 

@@ -35,10 +35,27 @@ def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -
     return check_sampling(params, vocab_size)
 
 
-def reject_unsupported(req: SamplingFields) -> None:
+def check_logit_bias(bias: dict[str, float] | None, vocab_size: int) -> None:
+    """OpenAI's rules: keys are token ids (as strings) in the vocabulary, values in
+    [-100, 100]."""
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not 0 <= token < vocab_size:
+            raise APIError(f"logit_bias key {key!r} is not a token id in [0, {vocab_size})",
+                           param="logit_bias")
+        if not -100.0 <= value <= 100.0:
+            raise APIError(f"logit_bias value {value} for token {key} is outside [-100, 100]",
+                           param="logit_bias")
+
+
+def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
     """Fields that would change the answer and that this server cannot honour yet."""
-    if req.logit_bias:
-        raise APIError("logit_bias is not supported", param="logit_bias")
+    check_logit_bias(req.logit_bias, vocab_size)
+    if req.logit_bias:  # TODO(sampler): valid biases wait for on-device support
+        raise APIError("logit_bias is not supported yet", param="logit_bias")
     if isinstance(req, ChatCompletionRequest):
         if req.logprobs or req.top_logprobs:
             raise APIError("logprobs are not supported yet", param="logprobs")
@@ -121,3 +138,16 @@ def max_new_tokens(n_prompt: int, max_tokens: int | None, context_length: int,
                        f"the prompt, {max_tokens} for the completion). Please reduce the prompt "
                        "or max_tokens.", param="max_tokens")
     return max_tokens
+
+
+def fit_prompt(ids: list[int], max_tokens: int | None, context_length: int, truncate: bool,
+               param: str) -> tuple[list[int], int]:
+    """(prompt ids, max new tokens). With --allow-auto-truncate a prompt that does not fit
+    keeps its last tokens (the question and the generation prompt are at the end) and
+    max_tokens shrinks to what is left; otherwise it is a 400."""
+    if not truncate:
+        return ids, max_new_tokens(len(ids), max_tokens, context_length, param)
+    if len(ids) >= context_length:
+        ids = ids[-(context_length - 1):]
+    left = context_length - len(ids)
+    return ids, left if max_tokens is None else min(max_tokens, left)

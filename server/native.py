@@ -1,5 +1,5 @@
 """SGLang's native endpoints: /generate, /health, /health_generate, /get_model_info,
-/get_server_info, /flush_cache.
+/get_server_info, /flush_cache, /abort_request.
 
 /generate answers with the engine's own dicts. Streaming follows SGLang: each SSE chunk
 carries the text and output_ids generated SO FAR (cumulative, not a delta), so SGLang clients
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,9 +20,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .errors import APIError, sse_error
-from .generation import SSE_DONE, Job, SSEResponse, StreamSet, check_sampling, generate_all, sse
+from .generation import (
+    SSE_DONE,
+    Job,
+    SSEResponse,
+    StreamSet,
+    check_sampling,
+    finish_reason,
+    generate_all,
+    sse,
+)
 from .inputs import check_token_ids
-from .protocol import GenerateRequest
+from .protocol import AbortRequest, GenerateRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -40,7 +50,10 @@ async def health() -> Response:
 
 @router.get("/health_generate")
 async def health_generate(raw: Request) -> Response:
-    """200 if the engine can generate one token within 20 s, 503 otherwise."""
+    """200 if the engine can generate one token within 20 s, 503 otherwise (or while the
+    server shuts down)."""
+    if raw.app.state.draining:
+        return Response(status_code=503)
     engine = raw.app.state.engine
     job = Job(0, f"health-{uuid.uuid4().hex}", {"max_new_tokens": 1, "temperature": 0.0},
               input_ids=[0])
@@ -59,7 +72,12 @@ async def get_model_info(raw: Request) -> JSONResponse:
 
 @router.get("/get_server_info")
 async def get_server_info(raw: Request) -> JSONResponse:
-    info = await asyncio.to_thread(raw.app.state.engine.get_server_info)
+    engine = raw.app.state.engine
+    info = await asyncio.to_thread(engine.get_server_info)
+    if info.get("api_key"):
+        info["api_key"] = "<set>"  # never echo the secret
+    # "ok", or which page went missing: what leak tests (and operators) look at.
+    info["kv_cache_integrity"] = await asyncio.to_thread(engine.check_integrity) or "ok"
     return JSONResponse(json_safe(info))
 
 
@@ -69,6 +87,18 @@ async def flush_cache(raw: Request) -> Response:
     if not await asyncio.to_thread(raw.app.state.engine.flush_cache):
         raise APIError("Cache not flushed: requests are queued or running; retry when idle")
     return Response("Cache flushed.\n", status_code=200)
+
+
+@router.post("/abort_request")
+async def abort_request(req: AbortRequest, raw: Request) -> JSONResponse:
+    """Abort one request by id (a /generate rid, or an OpenAI response id, which aborts all of
+    its choices), or every request with abort_all. Unknown ids are not an error: the request
+    may just have finished."""
+    if not req.abort_all and not req.rid:
+        raise APIError("Give 'rid' or 'abort_all': true", param="rid")
+    pattern = ".*" if req.abort_all else re.escape(req.rid) + r"(-\d+)?"
+    rids = raw.app.state.engine.abort_matching(pattern, "aborted by /abort_request")
+    return JSONResponse({"aborted": rids})
 
 
 def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
@@ -109,11 +139,19 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
 async def generate(req: GenerateRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
     jobs, batch = _jobs(req, raw.app.state.vocab_size)
+    if raw.app.state.auto_truncate:
+        for job in jobs:
+            ids = job.input_ids or engine.tokenizer.encode(job.prompt, add_special_tokens=False)
+            if len(ids) >= engine.context_length:  # keep the end, as the OpenAI routes do
+                job.input_ids, job.prompt = ids[-(engine.context_length - 1):], None
     if req.stream:
         streams = StreamSet(engine, jobs)
-        await streams.start()
+        await streams.start(raw)
         return SSEResponse(_stream(streams, batch), streams.close)
     outputs = json_safe(await generate_all(engine, jobs, raw))
+    for out in outputs:  # SGLang answers aborts in meta_info, but a full queue is a 503
+        if (out["meta_info"].get("finish_reason") or {}).get("status_code") == 503:
+            finish_reason(out["meta_info"])
     return JSONResponse(outputs if batch else outputs[0])
 
 

@@ -22,7 +22,7 @@ from .generation import (
     make_jobs,
     sse,
 )
-from .inputs import chat_input_ids, max_new_tokens, reject_unsupported, sampling_params
+from .inputs import chat_input_ids, fit_prompt, reject_unsupported, sampling_params
 from .protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -40,10 +40,11 @@ router = APIRouter()
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
-    reject_unsupported(req)
+    reject_unsupported(req, raw.app.state.vocab_size)
     ids = chat_input_ids(engine, req)
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    budget = max_new_tokens(len(ids), limit, engine.context_length, param="messages")
+    ids, budget = fit_prompt(ids, limit, engine.context_length, raw.app.state.auto_truncate,
+                             param="messages")
     params = sampling_params(req, budget, raw.app.state.vocab_size)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     jobs = make_jobs(rid, [ids], [params], req.n)
@@ -51,7 +52,7 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
 
     if req.stream:
         streams = StreamSet(engine, jobs)
-        await streams.start()
+        await streams.start(raw)
         return SSEResponse(_stream(streams, rid, model, req.n, req.include_usage), streams.close)
 
     outputs = await generate_all(engine, jobs, raw)

@@ -22,7 +22,7 @@ from .generation import (
     make_jobs,
     sse,
 )
-from .inputs import completion_prompts, max_new_tokens, reject_unsupported, sampling_params
+from .inputs import completion_prompts, fit_prompt, reject_unsupported, sampling_params
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, UsageInfo
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,16 @@ router = APIRouter()
 @router.post("/v1/completions", response_model=None)
 async def completions(req: CompletionRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
-    reject_unsupported(req)
     vocab_size = raw.app.state.vocab_size
-    prompts = completion_prompts(engine, req, vocab_size)
-    params = [sampling_params(req, max_new_tokens(
-        len(ids), req.max_tokens, engine.context_length,
-        param="prompt" if len(prompts) == 1 else f"prompt[{k}]"), vocab_size)
-        for k, (ids, _) in enumerate(prompts)]
+    reject_unsupported(req, vocab_size)
+    given = completion_prompts(engine, req, vocab_size)
+    prompts, params = [], []
+    for k, (ids, text) in enumerate(given):
+        fitted, budget = fit_prompt(ids, req.max_tokens, engine.context_length,
+                                    raw.app.state.auto_truncate,
+                                    param="prompt" if len(given) == 1 else f"prompt[{k}]")
+        prompts.append((fitted, text if fitted is ids else engine.tokenizer.decode(fitted)))
+        params.append(sampling_params(req, budget, vocab_size))
     rid = f"cmpl-{uuid.uuid4().hex}"
     jobs = make_jobs(rid, [ids for ids, _ in prompts], params, req.n)
     echoes = [prompts[job.index // req.n][1] if req.echo else "" for job in jobs]
@@ -46,7 +49,7 @@ async def completions(req: CompletionRequest, raw: Request) -> Response:
 
     if req.stream:
         streams = StreamSet(engine, jobs)
-        await streams.start()
+        await streams.start(raw)
         events = _stream(streams, jobs, echoes, rid, model, req.n, req.include_usage)
         return SSEResponse(events, streams.close)
 

@@ -209,3 +209,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# Tokenizer and control endpoints ----------------------------------------------------------
+
+class TokenizeRequest(_Request):
+    """/v1/tokenize: a prompt (or a batch), or chat messages rendered with the template."""
+
+    model: str | None = None
+    prompt: str | list[str] | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+
+
+class DetokenizeRequest(_Request):
+    model: str | None = None
+    tokens: list[int] | list[list[int]]
+    skip_special_tokens: bool = False
+
+
+class AbortRequest(_Request):
+    """/abort_request: one request id (an OpenAI response id aborts all its choices)."""
+
+    rid: str = ""
+    abort_all: bool = False
