@@ -178,6 +178,9 @@ class StreamSet:
             for call in [*calls, first]:
                 if call is not None:
                     call.cancel()
+                    # A cancelled gather ends with CancelledError as its exception: read it, or
+                    # asyncio logs "exception was never retrieved".
+                    call.add_done_callback(lambda f: f.cancelled() or f.exception())
             self.close()
             raise
 
