@@ -1,9 +1,10 @@
 """`python -m jaxengine.serve [flags]`: load the engine, then serve the HTTP API with uvicorn.
 
 The port is bound before the model loads, so a busy port fails in a second rather than after
-minutes of loading; connections are refused until the engine is ready. "ready on
-http://host:port" is logged once the engine is loaded and the server is accepting requests.
-The engine is shut down however the server exits (Ctrl-C, SIGTERM, an error).
+minutes of loading; while the engine loads (on a thread) the server already answers, with 503
+to everything, /health included. "ready on http://host:port" is logged once the engine is
+loaded and requests are served. The engine is shut down however the server exits (Ctrl-C,
+SIGTERM, an error).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 
 import uvicorn
@@ -47,39 +49,64 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            logger.info("ready on %s", self.url)
+            logger.info("listening on %s; loading the engine", self.url)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         from server.lifecycle import drain
 
         for server in self.servers:  # no new connections while draining
             server.close()
-        if not self.force_exit:  # a second Ctrl-C skips the wait
-            await drain(self.config.app, self.grace_s)
+        app = self.config.app.app  # None while the engine is still loading
+        if app is not None and not self.force_exit:  # a second Ctrl-C skips the wait
+            await drain(app, self.grace_s)
         await super().shutdown(sockets)
 
 
 def serve(config: EngineConfig) -> None:
     """Load the engine described by `config` and serve it until interrupted."""
-    from jaxengine.engine import Engine  # heavy: JAX and the model come with it
-    from server.app import create_app
+    from server.lifecycle import Starting
 
     host, port = config.server.host, config.server.port
     try:
         sock = bind_socket(host, port)
     except OSError as e:
         raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    engine = Engine(config=config)
+    starting = Starting()
+    # lifespan off: the app is swapped in after start-up, and it has no lifespan work anyway.
+    uv_config = uvicorn.Config(starting, log_level=config.server.log_level,
+                               timeout_graceful_shutdown=5, lifespan="off")
+    display_host = f"[{host}]" if ":" in host else host
+    server = _Server(uv_config, f"http://{display_host}:{port}",
+                     config.server.graceful_shutdown_timeout)
+    loaded: dict[str, object] = {}
+    loader = threading.Thread(target=_load, args=(config, starting, server, loaded),
+                              daemon=True, name="jaxengine-load")
+    loader.start()
     try:
-        app = create_app(engine)
-        uv_config = uvicorn.Config(app, log_level=config.server.log_level,
-                                   timeout_graceful_shutdown=5)
-        display_host = f"[{host}]" if ":" in host else host
-        _Server(uv_config, f"http://{display_host}:{port}",
-                config.server.graceful_shutdown_timeout).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
-        engine.shutdown()
+        engine = loaded.get("engine")
+        if engine is not None:
+            engine.shutdown()
+    if "error" in loaded:
+        raise SystemExit(f"the engine failed to start: {loaded['error']}")
+
+
+def _load(config: EngineConfig, starting, server: _Server, loaded: dict[str, object]) -> None:
+    """Load the engine and swap the real app in; on failure, stop the server."""
+    from jaxengine.engine import Engine  # heavy: JAX and the model come with it
+    from server.app import create_app
+
+    try:
+        engine = Engine(config=config)
+        loaded["engine"] = engine
+        starting.ready(create_app(engine))
+        logger.info("ready on %s", server.url)
+    except Exception as e:  # reported by `serve` once uvicorn has stopped
+        logger.exception("the engine failed to start")
+        loaded["error"] = e
+        server.should_exit = True
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -54,3 +54,25 @@ async def drain(app: Any, grace_s: float) -> list[str]:
     if aborted:
         logger.info("shutting down: aborted %d request(s)", len(aborted))
     return aborted
+
+
+class Starting:
+    """What uvicorn serves from the first second: 503 with Retry-After for every request
+    (/health and /health_generate included) until `ready(app)` swaps the real app in once the
+    engine has loaded, so probes can tell "starting" from "down"."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    def ready(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = error_response("The server is starting: the model is still loading", 503)
+        response.headers["Retry-After"] = "5"
+        await response(scope, receive, send)

@@ -44,7 +44,7 @@ def json_safe(value: Any) -> Any:
 
 @router.get("/health")
 async def health() -> Response:
-    """200 once the engine is loaded (the server only starts listening after that)."""
+    """200 once the engine is loaded (before that, `lifecycle.Starting` answers 503)."""
     return Response(status_code=200)
 
 

@@ -5,6 +5,7 @@ with SIGTERM and checks that an open stream ends properly."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+
+from jaxengine.config import ServerConfig
 
 from .conftest import REPO, ServerHandle, _free_port, _stop, _wait_healthy
 
@@ -36,23 +39,48 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     log_path = tmp_path_factory.mktemp("flagged") / "server.log"
     handle = ServerHandle(f"http://127.0.0.1:{port}", log_path)
     cmd = [sys.executable, "-m", "jaxengine.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--context-length", "256", "--api-key", KEY, "--enable-metrics",
+           "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
            "--max-running-requests", "1", "--max-queued-requests", "1",
            "--allow-auto-truncate", "--graceful-shutdown-timeout", "1"]
+    if "skip_server_warmup" in {f.name for f in dataclasses.fields(ServerConfig)}:
+        cmd.append("--skip-server-warmup")  # compile on first use: these requests are few
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:
+        STARTING.update(_first_answers(handle.url, proc))
         _wait_healthy(handle.url, proc, time.monotonic() + 600, handle)
         yield handle, proc
     finally:
         _stop(proc)
 
 
+STARTING: dict[str, httpx.Response] = {}
+
+
+def _first_answers(url: str, proc: subprocess.Popen) -> dict[str, httpx.Response]:
+    """The first answers of the probes, while the model is still loading."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            return {path: httpx.get(url + path, headers=AUTH, timeout=5)
+                    for path in ("/health", "/health_generate", "/v1/models")}
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return {}
+
+
 @pytest.fixture(scope="module")
 def http(flagged) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=flagged[0].url, timeout=120, headers=AUTH) as c:
         yield c
+
+
+def test_probes_answer_503_while_the_model_loads(flagged) -> None:
+    assert {path: r.status_code for path, r in STARTING.items()} == {
+        "/health": 503, "/health_generate": 503, "/v1/models": 503}
+    assert STARTING["/v1/models"].headers["retry-after"] == "5"
+    assert "starting" in STARTING["/v1/models"].json()["message"]
 
 
 # -- --api-key -------------------------------------------------------------------------------
