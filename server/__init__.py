@@ -7,7 +7,11 @@ Modules, one job each:
     generation.py          n choices / batched prompts as concurrent engine requests, SSE
     openai_chat.py         POST /v1/chat/completions
     openai_completions.py  POST /v1/completions
-    native.py              /generate, /health, /get_model_info, /get_server_info
+    native.py              /generate, /health, /get_model_info, /get_server_info, /abort_request
+    tokenize.py            /v1/tokenize, /v1/detokenize
+    metrics.py             /metrics (--enable-metrics): Prometheus gauges, counters, histograms
+    auth.py                --api-key: Bearer check, constant-time
+    lifecycle.py           503 while loading, graceful drain on shutdown
     errors.py              OpenAI-style error bodies; bad input is always a 400
 """
 
