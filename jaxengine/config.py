@@ -86,6 +86,9 @@ class ServerConfig:
     compilation_cache_dir: str | None = _opt(
         None, "JAX's persistent compilation cache (default: $JAXENGINE_CACHE/xla_cache, or "
         "$JAXENGINE_COMPILATION_CACHE).")
+    skip_server_warmup: bool = _opt(
+        False, "Do not compile every step shape at start-up; shapes then compile on first use "
+        "(the first requests of each size are slow).")
     api_key: str | None = _opt(
         None, "Require `Authorization: Bearer KEY` on every endpoint but /health and /metrics.")
     enable_metrics: bool = _opt(False, "Serve Prometheus metrics on /metrics.")

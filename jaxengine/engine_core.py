@@ -27,9 +27,6 @@ from jaxengine.scheduler.scheduler import Batch, Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
 
-# Most (tokens in a step) x (longest context) the reference attention gathers at once.
-ATTENTION_BUDGET = 1 << 18
-
 
 @dataclass
 class AddRequest:
@@ -94,15 +91,17 @@ class EngineCore:
         checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
         self.tokenizer = checkpoint.tokenizer
         self.runner = ModelRunner(config, checkpoint)
+        if not config.server.skip_server_warmup:
+            self.runner.warmup()
         self.eos_ids = eos_token_ids(checkpoint.hf_config, self.tokenizer)
         r = self.runner
-        self.max_context = min(r.context_length, r.max_total_tokens)
+        self.max_context = r.max_context
         limits = SchedulerLimits(
             page_size=r.page_size, num_pages=r.num_pages,
             max_running=config.scheduler.max_running_requests,
             chunk_tokens=config.scheduler.chunked_prefill_size,
             max_context=self.max_context,
-            attention_budget=max(ATTENTION_BUDGET, self.max_context),
+            attention_budget=r.buckets.attention_budget,
             radix_cache=not config.cache.disable_radix_cache,
             policy=config.scheduler.schedule_policy)
         self.scheduler = Scheduler(limits, self.eos_ids, self._matched_stop_text)

@@ -19,7 +19,7 @@ def default_engine() -> Iterator:
     """One Engine on the default model (fp32) for every test that only reads from it."""
     import jaxengine as je
 
-    with je.Engine(dtype="float32", max_running_requests=16) as engine:
+    with je.Engine(skip_server_warmup=True, dtype="float32", max_running_requests=16) as engine:
         yield engine
 
 

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from tqdm import tqdm
 
 from jaxengine.config import EngineConfig, compilation_cache_dir
 from jaxengine.models.registry import arch_from_hf_config, build_model
+from jaxengine.runtime.attention import resolve_backend
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
 from jaxengine.runtime.sampler import PenaltyState, record_tokens, sample
-from jaxengine.runtime.step_inputs import StepInputs, build_step_inputs, max_seqs_bucket
+from jaxengine.runtime.step_inputs import (StepBuckets, StepInputs, build_step_inputs,
+                                           padding_step_inputs)
 from jaxengine.scheduler.scheduler import Batch
 
 log = logging.getLogger(__name__)
 
 CPU_DEFAULT_TOTAL_TOKENS = 16384
+# Most (tokens in a step) x (longest context) the reference attention gathers at once.
+ATTENTION_BUDGET = 1 << 18
 
 
 def resolve_dtype(name: str, platform: str) -> jnp.dtype:
@@ -52,13 +59,21 @@ class ModelRunner:
         self.num_pages = self._num_pages(config)
         self.max_total_tokens = (self.num_pages - 1) * self.page_size
         self.max_seqs = config.scheduler.max_running_requests
-        self.max_pages_per_seq = -(-self.context_length // self.page_size)
+        self.max_context = min(self.context_length, self.max_total_tokens)
         a = self.arch
+        backend = resolve_backend(config.model.attention_backend, page_size=self.page_size,
+                                  head_dim=a.head_dim, platform=self.platform)
+        self.buckets = StepBuckets(
+            page_size=self.page_size, max_seqs=self.max_seqs,
+            max_pages_per_seq=-(-self.context_length // self.page_size),
+            max_step_tokens=max(config.scheduler.chunked_prefill_size, self.max_seqs),
+            attention_budget=max(ATTENTION_BUDGET, self.max_context),
+            pages_follow_context=backend == "reference")
         self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
                                    a.head_dim, self.dtype)
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
         # The last step's sampled tokens, kept on device for the next step (overlap).
-        self.prev_tokens = jnp.zeros(max_seqs_bucket(self.max_seqs), jnp.int32)
+        self.prev_tokens = jnp.zeros(self.buckets.seqs, jnp.int32)
         self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2, 3))
 
     def _context_length(self, config: EngineConfig) -> int:
@@ -90,9 +105,24 @@ class ModelRunner:
                              "raise --mem-fraction-static or lower --context-length")
         return int(free // per_token)
 
+    def warmup(self, progress: bool = True) -> None:
+        """Compile the step for every bucket the scheduler can reach, so serving never
+        compiles. Tracing holds the GIL; XLA compiles (or cache loads) run in threads."""
+        t0 = time.perf_counter()
+        buckets = self.buckets.all()
+        args = (self.state, self.cache, self.penalties, self.prev_tokens)
+        bar = tqdm(total=len(buckets), desc="Compiling step buckets", unit="program",
+                   disable=not progress)
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            for T, B, Pb in buckets:
+                inputs = padding_step_inputs(T, B, Pb, max_seqs=self.max_seqs)
+                lowered = self._step.lower(*args, inputs)
+                pool.submit(lowered.compile).add_done_callback(lambda _: bar.update())
+        bar.close()
+        log.info("compiled %d step programs in %.1fs", len(buckets), time.perf_counter() - t0)
+
     def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
-        return build_step_inputs(batch, page_size=self.page_size, max_seqs=self.max_seqs,
-                                 max_pages_per_seq=self.max_pages_per_seq, eos_ids=eos_ids)
+        return build_step_inputs(batch, self.buckets, eos_ids)
 
     def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array]:
         """Dispatch one step; returns device arrays (tokens [B], logprobs [B]) without waiting."""

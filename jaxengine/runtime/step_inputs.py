@@ -1,7 +1,8 @@
-"""StepInputs: one Batch as padded device arrays, and the one function that picks the buckets."""
+"""StepInputs: one Batch as padded device arrays, and StepBuckets, which picks their shapes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -18,29 +19,48 @@ def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def _pages_bucket(n: int) -> int:
-    """Powers of two and 1.5x powers of two (..., 8, 12, 16, 24, ...): attention cost grows
-    with the padded context, so pages get finer buckets than tokens."""
-    p = _pow2(n)
-    return p * 3 // 4 if p >= 4 and n <= p * 3 // 4 else p
-
-
-def max_seqs_bucket(max_seqs: int) -> int:
-    """The most sequences a step is padded to."""
-    return _pow2(max_seqs)
-
-
-def step_buckets(num_tokens: int, max_pages: int, *, max_seqs: int, max_pages_per_seq: int
-                 ) -> tuple[int, int, int]:
-    """(tokens T, sequences B, pages per sequence Pb) that a step is padded to.
+@dataclass(frozen=True)
+class StepBuckets:
+    """The shapes a step is padded to: tokens T, sequences B, pages per sequence Pb.
 
     Powers of two keep the set of compiled programs small; B follows T (a step never has more
-    sequences than tokens) up to the running-request bucket.
+    sequences than tokens) up to the running-request bucket. Pb follows the longest context
+    only where attention cost grows with the page-table width (the reference gathers every
+    page); the Pallas kernels walk live pages only, so there Pb is always the maximum and
+    there are ten times fewer programs. Finer page buckets (1.5x steps) cut the reference's
+    padding by a quarter but double the programs, and start-up compiles them all.
     """
-    T = _pow2(num_tokens)
-    B = min(T, max_seqs_bucket(max_seqs))
-    Pb = min(_pages_bucket(max_pages), _pages_bucket(max_pages_per_seq))
-    return T, B, Pb
+
+    page_size: int
+    max_seqs: int                # running requests
+    max_pages_per_seq: int
+    max_step_tokens: int         # most tokens the scheduler puts in one step
+    attention_budget: int        # the scheduler keeps (tokens x longest context) under it
+    pages_follow_context: bool
+
+    @property
+    def seqs(self) -> int:
+        return _pow2(self.max_seqs)
+
+    def for_step(self, num_tokens: int, max_pages: int) -> tuple[int, int, int]:
+        T = _pow2(num_tokens)
+        Pb = _pow2(self.max_pages_per_seq)
+        if self.pages_follow_context:
+            Pb = min(_pow2(max_pages), Pb)
+        return T, min(T, self.seqs), Pb
+
+    def all(self) -> list[tuple[int, int, int]]:
+        """Every bucket a step can reach: warm-up compiles exactly these. A step of n tokens
+        holds only decodes (n <= max_seqs, any context) or a prefill chunk, and then
+        n x (longest context) <= attention_budget."""
+        buckets = set()
+        for T in (1 << i for i in range(_pow2(self.max_step_tokens).bit_length())):
+            fewest = T // 2 + 1
+            pages = self.max_pages_per_seq
+            if fewest > self.max_seqs:
+                pages = min(pages, -(-(self.attention_budget // fewest) // self.page_size))
+            buckets.update(self.for_step(T, p) for p in range(1, pages + 1))
+        return sorted(buckets)
 
 
 class StepInputs(NamedTuple):
@@ -54,25 +74,28 @@ class StepInputs(NamedTuple):
     sampling: SamplingInputs
 
 
-def build_step_inputs(batch: Batch, *, page_size: int, max_seqs: int, max_pages_per_seq: int,
-                      eos_ids: list[int]) -> StepInputs:
-    """Host numpy arrays for one step, padded to its buckets (padding writes to page 0)."""
-    entries = batch.entries
-    max_pages = max(-(-(e.start + e.length) // page_size) for e in entries)
-    T, B, Pb = step_buckets(batch.num_tokens, max_pages, max_seqs=max_seqs,
-                            max_pages_per_seq=max_pages_per_seq)
+def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int) -> StepInputs:
+    """A step of the given bucket that holds no sequence: every token writes to page 0."""
     dummy_slot = max_seqs
-    tokens = np.zeros(T, np.int32)
-    prev_index = np.full(T, -1, np.int32)
-    positions = np.zeros(T, np.int32)
-    slots = np.zeros(T, np.int32)
-    token_slot = np.full(T, dummy_slot, np.int32)
-    token_is_output = np.zeros(T, bool)
-    logits_indices = np.zeros(B, np.int32)
-    kv_lens = np.zeros(B, np.int32)
-    page_indices = np.zeros((B, Pb), np.int32)
-    cu_q_lens = np.zeros(B + 1, np.int32)
-    s = _SamplingArrays(B, dummy_slot)
+    meta = AttentionMetadata(slots=np.zeros(T, np.int32), kv_lens=np.zeros(B, np.int32),
+                             page_indices=np.zeros((B, Pb), np.int32),
+                             cu_q_lens=np.zeros(B + 1, np.int32),
+                             num_seqs=np.zeros(1, np.int32))
+    return StepInputs(tokens=np.zeros(T, np.int32), prev_index=np.full(T, -1, np.int32),
+                      positions=np.zeros(T, np.int32),
+                      token_slot=np.full(T, dummy_slot, np.int32),
+                      token_is_output=np.zeros(T, bool), logits_indices=np.zeros(B, np.int32),
+                      meta=meta, sampling=_SamplingArrays(B, dummy_slot).arrays())
+
+
+def build_step_inputs(batch: Batch, buckets: StepBuckets, eos_ids: list[int]) -> StepInputs:
+    """Host numpy arrays for one step, padded to its buckets (padding writes to page 0)."""
+    entries, page_size = batch.entries, buckets.page_size
+    max_pages = max(-(-(e.start + e.length) // page_size) for e in entries)
+    T, B, Pb = buckets.for_step(batch.num_tokens, max_pages)
+    x = padding_step_inputs(T, B, Pb, max_seqs=buckets.max_seqs)
+    m = x.meta
+    s = _SamplingArrays(B, buckets.max_seqs)
     t = 0
     for i, e in enumerate(entries):
         req, end = e.req, e.start + e.length
@@ -80,28 +103,27 @@ def build_step_inputs(batch: Batch, *, page_size: int, max_seqs: int, max_pages_
         ids = req.all_ids[e.start:end]
         if ids[-1] == PLACEHOLDER:  # sampled by the step still in flight: read it on device
             ids[-1] = 0
-            prev_index[t + e.length - 1] = req.future_index
-        tokens[t:t + e.length] = ids
-        positions[t:t + e.length] = pos
+            x.prev_index[t + e.length - 1] = req.future_index
+        x.tokens[t:t + e.length] = ids
+        x.positions[t:t + e.length] = pos
         pages = np.asarray(req.pages, np.int32)
-        slots[t:t + e.length] = pages[pos // page_size] * page_size + pos % page_size
-        token_slot[t:t + e.length] = req.slot
+        m.slots[t:t + e.length] = pages[pos // page_size] * page_size + pos % page_size
+        x.token_slot[t:t + e.length] = req.slot
         # Outputs sampled before this admission (re-fed after preemption) are counted again;
         # later ones were counted when they were sampled.
         out_index = pos - len(req.prompt_ids)
-        token_is_output[t:t + e.length] = (out_index >= 0) & (out_index < req.outputs_at_admission)
+        x.token_is_output[t:t + e.length] = ((out_index >= 0)
+                                             & (out_index < req.outputs_at_admission))
         t += e.length
-        logits_indices[i] = t - 1
-        kv_lens[i] = end
+        x.logits_indices[i] = t - 1
+        m.kv_lens[i] = end
         n_pages = -(-end // page_size)
-        page_indices[i, :n_pages] = pages[:n_pages]
-        cu_q_lens[i + 1] = t
+        m.page_indices[i, :n_pages] = pages[:n_pages]
+        m.cu_q_lens[i + 1] = t
         s.fill(i, e, eos_ids)
-    cu_q_lens[len(entries) + 1:] = t
-    meta = AttentionMetadata(slots=slots, kv_lens=kv_lens, page_indices=page_indices,
-                             cu_q_lens=cu_q_lens, num_seqs=np.asarray([len(entries)], np.int32))
-    return StepInputs(tokens, prev_index, positions, token_slot, token_is_output,
-                      logits_indices, meta, s.arrays())
+    m.cu_q_lens[len(entries) + 1:] = t
+    m.num_seqs[0] = len(entries)
+    return x._replace(sampling=s.arrays())
 
 
 class _SamplingArrays:

@@ -28,7 +28,8 @@ def _workload() -> list[tuple[float, list[int], dict]]:
 
 
 def _run(model_dir: str, overlap: bool) -> list[dict]:
-    with je.Engine(model_path=model_dir, disable_overlap_schedule=not overlap,
+    with je.Engine(skip_server_warmup=True,
+                   model_path=model_dir, disable_overlap_schedule=not overlap,
                    max_running_requests=8, chunked_prefill_size=64) as llm:
         work = _workload()
 

@@ -13,8 +13,9 @@ PAGE = 16
 
 @pytest.fixture(scope="module")
 def engines(tiny_model_dir):
-    with je.Engine(model_path=tiny_model_dir, page_size=PAGE) as warm, \
-            je.Engine(model_path=tiny_model_dir, page_size=PAGE, disable_radix_cache=True) as cold:
+    with je.Engine(skip_server_warmup=True, model_path=tiny_model_dir, page_size=PAGE) as warm, \
+            je.Engine(skip_server_warmup=True,
+                      model_path=tiny_model_dir, page_size=PAGE, disable_radix_cache=True) as cold:
         yield warm, cold
 
 
@@ -40,7 +41,8 @@ def test_cache_hit_equals_cold_run(engines, shared_fraction):
 def test_a_long_prompt_is_reusable_while_still_being_prefilled(tiny_model_dir):
     rng = np.random.default_rng(5)
     prompt = rng.integers(100, 40000, 300).tolist()
-    with je.Engine(model_path=tiny_model_dir, page_size=PAGE, chunked_prefill_size=64) as llm:
+    with je.Engine(skip_server_warmup=True,
+                   model_path=tiny_model_dir, page_size=PAGE, chunked_prefill_size=64) as llm:
         outs = llm.generate(input_ids=[prompt, prompt[:200] + [7]], sampling_params=GREEDY)
         alone = llm.generate(input_ids=prompt[:200] + [7], sampling_params=GREEDY)
     assert outs[1]["output_ids"] == alone["output_ids"]
@@ -54,7 +56,8 @@ def test_many_requests_sharing_prefixes_in_a_small_pool_finish_and_leak_nothing(
         rng.integers(1, 30))).tolist() for _ in range(200)]
     params = [{"temperature": 0.0, "max_new_tokens": int(rng.integers(1, 12)),
                "ignore_eos": True} for _ in prompts]
-    with je.Engine(model_path=tiny_model_dir, page_size=8, max_total_tokens=1024,
+    with je.Engine(skip_server_warmup=True,
+                   model_path=tiny_model_dir, page_size=8, max_total_tokens=1024,
                    max_running_requests=16) as llm:
         outs = llm.generate(input_ids=prompts, sampling_params=params)
         stats = llm.get_server_info()

@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxengine.runtime.step_inputs import build_step_inputs, step_buckets
+from jaxengine.runtime.step_inputs import StepBuckets, build_step_inputs
 from jaxengine.sampling_params import SamplingParams
 from jaxengine.scheduler.req import Req
 from jaxengine.scheduler.scheduler import Batch, BatchEntry
 
 
+def _buckets(**overrides) -> StepBuckets:
+    kw = dict(page_size=16, max_seqs=64, max_pages_per_seq=128, max_step_tokens=512,
+              attention_budget=1 << 14, pages_follow_context=True)
+    return StepBuckets(**{**kw, **overrides})
+
+
 def test_buckets_cover_the_step_and_stay_few():
+    buckets = _buckets()
     seen = set()
     for tokens in range(1, 600):
-        for pages in range(1, 70):
-            T, B, Pb = step_buckets(tokens, pages, max_seqs=64, max_pages_per_seq=128)
+        for pages in range(1, 129):
+            T, B, Pb = buckets.for_step(tokens, pages)
             assert T >= tokens and Pb >= pages and B <= 64 and B >= min(tokens, 64)
             seen.add((T, B, Pb))
-    assert len(seen) == 11 * 13  # T in 1..1024, Pb in 1, 2, 3, 4, 6, ..., 96
+    assert len(seen) == 11 * 8  # T in 1..1024, Pb in 1, 2, 4, ..., 128
+
+
+def test_warmup_buckets_are_exactly_those_the_scheduler_can_reach():
+    buckets = _buckets()
+    reachable = set()
+    for tokens in range(1, 513):
+        for pages in range(1, 129):
+            longest = (pages - 1) * 16 + 1  # the shortest context that needs `pages` pages
+            if tokens <= 64 or tokens * longest <= 1 << 14:
+                reachable.add(buckets.for_step(tokens, pages))
+    assert set(buckets.all()) == reachable
+
+
+def test_pallas_backends_need_one_program_per_token_bucket():
+    buckets = _buckets(pages_follow_context=False)
+    assert buckets.all() == [(1 << i, min(1 << i, 64), 128) for i in range(10)]
 
 
 def test_padding_writes_to_the_dummy_page_and_is_not_a_sequence():
@@ -25,7 +48,7 @@ def test_padding_writes_to_the_dummy_page_and_is_not_a_sequence():
                  num_computed=3, slot=0)
     prefill = Req("p", [9] * 6, SamplingParams(temperature=0.5), seed=2, pages=[1, 2], slot=1)
     batch = Batch([BatchEntry(decode, 3, 1, True, False), BatchEntry(prefill, 0, 6, True, True)])
-    x = build_step_inputs(batch, page_size=4, max_seqs=4, max_pages_per_seq=8, eos_ids=[0])
+    x = build_step_inputs(batch, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8), [0])
     assert x.tokens.tolist() == [8, 9, 9, 9, 9, 9, 9, 0]
     assert x.positions.tolist() == [3, 0, 1, 2, 3, 4, 5, 0]
     assert x.meta.slots.tolist() == [15, 4, 5, 6, 7, 8, 9, 0]

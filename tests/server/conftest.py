@@ -89,7 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     log_dir = tmp_path_factory.mktemp("server")  # pytest keeps the last few runs' logs
     handle = ServerHandle(f"http://127.0.0.1:{port}", log_dir / "server.log")
     cmd = [sys.executable, "-m", "jaxengine.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--context-length", "2048", "--log-level", "info",
+           "--skip-server-warmup", "--context-length", "2048", "--log-level", "info",
            *shlex.split(os.environ.get("JAXENGINE_TEST_SERVER_ARGS", ""))]
     with open(handle.log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,

@@ -39,7 +39,7 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     log_path = tmp_path_factory.mktemp("flagged") / "server.log"
     handle = ServerHandle(f"http://127.0.0.1:{port}", log_path)
     cmd = [sys.executable, "-m", "jaxengine.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
+           "--skip-server-warmup", "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
            "--max-running-requests", "1", "--max-queued-requests", "1",
            "--allow-auto-truncate", "--graceful-shutdown-timeout", "1"]
     if "skip_server_warmup" in {f.name for f in dataclasses.fields(ServerConfig)}:
