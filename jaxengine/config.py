@@ -71,6 +71,13 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class StructuredConfig:
+    grammar_backend: str = _opt(
+        "llguidance", "Backend for JSON schema / regex / EBNF constrained decoding; none "
+        "refuses such requests.", choices=("llguidance", "none"))
+
+
+@dataclass(frozen=True)
 class ParallelConfig:
     tp_size: int = _opt(1, "Tensor parallel size.", flag="--tp-size", aliases=("--tp",))
     dp_size: int = _opt(1, "Data parallel size.", flag="--dp-size", aliases=("--dp",))
@@ -104,7 +111,7 @@ class ServerConfig:
 
 
 SECTIONS = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig,
-            "parallel": ParallelConfig, "server": ServerConfig}
+            "structured": StructuredConfig, "parallel": ParallelConfig, "server": ServerConfig}
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class EngineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    structured: StructuredConfig = field(default_factory=StructuredConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 

@@ -23,6 +23,7 @@ from jaxengine.core_client import CoreClient
 from jaxengine.detokenizer import IncrementalDetokenizer
 from jaxengine.engine_core import AddRequest, TokenOutput
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.structured import GrammarBackend
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class Engine:
         self.core_info = self._client.info
         self.context_length: int = self.core_info["context_length"]
         self.vocab_size: int = self.core_info["vocab_size"]
+        # Grammars compile here too, so that a bad one is refused before it is queued.
+        self.grammar = None if self.config.structured.grammar_backend == "none" else \
+            GrammarBackend(self.tokenizer, self.vocab_size, self.core_info["eos_token_ids"])
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="jaxengine-engine-loop")
@@ -177,6 +181,11 @@ class Engine:
             if any(t >= self.vocab_size for t in p.stop_token_ids or []):
                 raise ValueError(f"stop_token_ids must be below the vocabulary size "
                                  f"{self.vocab_size}")
+            if p.grammar is not None:
+                if self.grammar is None:
+                    raise ValueError(f"{p.grammar[0]} needs a grammar backend; the server runs "
+                                     "with --grammar-backend none")
+                self.grammar.compile(*p.grammar)
         return params
 
     def _seed(self, p: SamplingParams, index: int) -> int:
@@ -246,6 +255,7 @@ class _Request:
         self.output_ids: list[int] = []
         self.finish: dict[str, Any] | None = None
         self.cached_tokens = 0
+        self.model_steps = 0
 
     @property
     def finished(self) -> bool:
@@ -256,6 +266,7 @@ class _Request:
         self._time(out)
         self.output_ids.extend(out.new_ids)
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
+        self.model_steps = out.num_steps or self.model_steps
         if out.finish_reason is None:
             delta = self.detok.push(out.new_ids)
         else:
@@ -311,7 +322,8 @@ class _Request:
     def meta_info(self) -> dict[str, Any]:
         return {"id": self.rid, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": len(self.output_ids), "cached_tokens": self.cached_tokens,
-                "finish_reason": self.finish, "e2e_latency": time.perf_counter() - self.start}
+                "finish_reason": self.finish, "e2e_latency": time.perf_counter() - self.start,
+                "model_steps": self.model_steps}
 
     def result(self) -> dict[str, Any]:
         return {"text": self.text, "output_ids": self.output_ids, "meta_info": self.meta_info()}

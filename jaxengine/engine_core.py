@@ -19,11 +19,12 @@ import numpy as np
 from jaxengine.config import EngineConfig
 from jaxengine.core_stats import CoreCounters
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.structured import GrammarBackend, batch_bitmask, needs_bitmask
 
 if TYPE_CHECKING:
     import jax
 from jaxengine.scheduler.req import FinishReason, Req
-from jaxengine.scheduler.scheduler import Batch, Scheduler, SchedulerLimits
+from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch, Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class TokenOutput:
     cached_tokens: int = 0
     queue_time: float | None = None    # seconds from arrival to first step (first output only)
     abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
+    num_steps: int = 0                 # model steps the request has taken part in so far
 
 
 class StepTimer:
@@ -111,6 +113,8 @@ class EngineCore:
         self.timer = StepTimer()
         self.counters = CoreCounters()
         self.max_queued = config.server.max_queued_requests
+        self.grammar = None if config.structured.grammar_backend == "none" else \
+            GrammarBackend(self.tokenizer, r.arch.vocab_size, self._sorted_eos)
 
     def info(self) -> dict[str, Any]:
         r = self.runner
@@ -121,7 +125,8 @@ class EngineCore:
                 "eos_token_ids": self._sorted_eos}
 
     def add_request(self, add: AddRequest) -> TokenOutput | None:
-        """Queue a request; an immediate TokenOutput if it can never run."""
+        """Queue a request; an immediate TokenOutput if it can never run, or with the text its
+        grammar forces before the first sampled token."""
         if len(add.prompt_ids) >= self.max_context:
             self.counters.finished(add.rid, aborted=True)
             return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids))
@@ -129,9 +134,35 @@ class EngineCore:
             self.counters.finished(add.rid, aborted=True)
             return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids),
                                abort_status=503)
-        self.counters.arrived(add.rid)
-        self.scheduler.add(Req(add.rid, list(add.prompt_ids), add.params, add.seed))
-        return None
+        req = Req(add.rid, list(add.prompt_ids), add.params, add.seed)
+        out = self._start_grammar(req) if add.params.grammar is not None else None
+        if out is None or out.finish_reason is None:
+            self.counters.arrived(add.rid)
+            self.scheduler.add(req)
+        return out
+
+    def _start_grammar(self, req: Req) -> TokenOutput | None:
+        """Give the request its matcher; with jump-forward, its first output is the text the
+        grammar forces from the start (computed with the prompt, in its prefill)."""
+        n_prompt = len(req.prompt_ids)
+        try:  # the API process compiled it already, so it is known to compile
+            if self.grammar is None:
+                raise ValueError("structured output is off (--grammar-backend none)")
+            req.grammar = self.grammar.matcher(*req.params.grammar)
+        except ValueError:
+            log.exception("request %s: its grammar does not compile", req.rid)
+            self.counters.finished(req.rid, aborted=True)
+            return TokenOutput(req.rid, [], [], "abort", None, n_prompt)
+        forced = req.grammar.jump_forward() if req.params.jump_forward else []
+        if not forced:
+            return None
+        room = min(req.params.max_new_tokens, self.max_context - n_prompt)
+        req.output_ids = forced[:room]
+        reason = "length" if len(forced) >= room else "stop" if req.grammar.done else None
+        if reason is not None:
+            self.counters.finished(req.rid, aborted=False)
+        return TokenOutput(req.rid, list(req.output_ids), [0.0] * len(req.output_ids), reason,
+                           None, n_prompt)
 
     def abort(self, rid: str) -> TokenOutput | None:
         req = self.scheduler.abort(rid)
@@ -150,16 +181,31 @@ class EngineCore:
         while the device still runs step N; tokens step N+1 feeds from step N stay on device."""
         t0 = time.perf_counter()
         launched = None
+        outputs: list[TokenOutput] = []
         batch = self.scheduler.schedule()
         if batch is not None:
             inputs = self.runner.prepare(batch, self._sorted_eos)
-            launched = (batch, *self.runner.run(inputs))
-            self.scheduler.commit(batch)
+            if needs_bitmask(batch.entries):
+                # The bitmask needs the tokens of the step in flight: take them (advancing the
+                # grammars) while the device runs this step's forward, then sample.
+                logits = self.runner.forward(inputs)
+                self.scheduler.commit(batch)
+                outputs = self._drain()
+                mask = batch_bitmask(batch.entries, len(inputs.logits_indices),
+                                     self.runner.arch.vocab_size)
+                launched = (batch, *self.runner.sample(logits, inputs, mask))
+            else:
+                launched = (batch, *self.runner.run(inputs))
+                self.scheduler.commit(batch)
             self.counters.scheduled([e.req.rid for e in batch.entries])
         done, self._in_flight = (self._in_flight, launched) if self.overlap else (launched, None)
-        outputs = self._finish(*done) if done is not None else []
+        outputs += self._finish(*done) if done is not None else []
         self.timer.record(time.perf_counter() - t0)
         return outputs
+
+    def _drain(self) -> list[TokenOutput]:
+        done, self._in_flight = self._in_flight, None
+        return self._finish(*done) if done is not None else []
 
     def _finish(self, batch: Batch, tokens: jax.Array, logprobs: jax.Array) -> list[TokenOutput]:
         n = len(batch.entries)
@@ -168,14 +214,24 @@ class EngineCore:
         self.timer.record_wait(time.perf_counter() - t0)
         lp = {id(e.req): (p, e.out_index) for e, p in zip(batch.entries, logprobs)}
         outputs = []
-        for req in self.scheduler.process(batch, tokens):
+        touched = self.scheduler.process(batch, tokens)
+        for req in touched:
+            if req.grammar is not None and req.params.jump_forward and not req.finished:
+                self.scheduler.jump_forward(req, req.grammar.jump_forward())
+        for req in touched:
             logprob, index = lp[id(req)]
             reason = req.finish_reason.value if req.finish_reason else None
-            outputs.append(TokenOutput(req.rid, [req.output_ids[index]], [logprob], reason,
+            # The sampled token, then any forced ones (probability 1 under the grammar).
+            new_ids = req.output_ids[index:]
+            if new_ids and new_ids[-1] == PLACEHOLDER:
+                new_ids = new_ids[:-1]
+            new_logprobs = ([logprob] + [0.0] * len(new_ids))[:len(new_ids)]
+            outputs.append(TokenOutput(req.rid, new_ids, new_logprobs, reason,
                                        req.matched_stop, len(req.prompt_ids),
                                        max(req.cached_tokens, 0),
-                                       queue_time=self.counters.take_queue_time(req.rid)))
-            self.counters.generated(1)
+                                       queue_time=self.counters.take_queue_time(req.rid),
+                                       num_steps=req.num_steps))
+            self.counters.generated(len(new_ids))
             if reason is not None:
                 self.counters.finished(req.rid, aborted=reason == FinishReason.ABORT.value)
         return outputs

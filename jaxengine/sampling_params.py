@@ -26,6 +26,13 @@ class SamplingParams:
     no_stop_trim: bool = False
     n: int = 1
     seed: int | None = None
+    # Structured output (at most one): a JSON schema as a JSON string, a regex, an EBNF grammar.
+    json_schema: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    # Append the tokens a grammar forces in one step instead of sampling each (jaxengine's
+    # own switch; outputs are the same either way under greedy decoding).
+    jump_forward: bool = True
     stop_strs: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +79,8 @@ class SamplingParams:
             ("stop_token_ids", all(not isinstance(t, bool) and isinstance(t, int) and t >= 0
                                    for t in self.stop_token_ids or []),
              "must be a list of non-negative token ids"),
+            ("json_schema", sum(g is not None for g in (self.json_schema, self.regex, self.ebnf))
+             <= 1, "cannot be combined with regex or ebnf: give one grammar"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -93,6 +102,15 @@ class SamplingParams:
             raise ValueError("stop_token_ids must be a list of token ids")
 
     @property
+    def grammar(self) -> tuple[str, str] | None:
+        """(kind, spec) of the request's grammar, if it has one."""
+        for kind in ("json_schema", "regex", "ebnf"):
+            spec = getattr(self, kind)
+            if spec is not None:
+                return kind, spec
+        return None
+
+    @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
 
@@ -103,4 +121,5 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "top_k": int, "min_p": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER,
     "repetition_penalty": _NUMBER, "ignore_eos": bool, "skip_special_tokens": bool,
     "spaces_between_special_tokens": bool, "no_stop_trim": bool, "n": int, "seed": int,
+    "json_schema": str, "regex": str, "ebnf": str, "jump_forward": bool,
 }

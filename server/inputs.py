@@ -3,6 +3,7 @@ turn a request the engine cannot serve into a clear 400 before it reaches the en
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .errors import APIError
@@ -32,7 +33,39 @@ def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -
         params["temperature"] = req.temperature
     if req.top_p is not None:
         params["top_p"] = req.top_p
+    params.update(grammar_params(req))
     return check_sampling(params, vocab_size)
+
+
+def grammar_params(req: SamplingFields) -> dict[str, str]:
+    """response_format, regex or ebnf as the engine's json_schema / regex / ebnf. Whether the
+    grammar compiles is the engine's check (a ValueError, so a 400 with the reason)."""
+    out: dict[str, str] = {}
+    fmt = req.response_format or {}
+    kind = fmt.get("type", "text")
+    if kind == "json_object":
+        out["json_schema"] = json.dumps({"type": "object"})
+    elif kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict):
+            raise APIError("response_format.json_schema must be an object with a 'schema'",
+                           param="response_format")
+        schema = spec.get("schema", {"type": "object"})
+        if not isinstance(schema, dict):
+            raise APIError("response_format.json_schema.schema must be a JSON object",
+                           param="response_format")
+        out["json_schema"] = json.dumps(schema)
+    elif kind != "text":
+        raise APIError(f"response_format type must be 'text', 'json_object' or 'json_schema' "
+                       f"(got {kind!r})", param="response_format")
+    for name in ("regex", "ebnf"):
+        value = getattr(req, name)
+        if value is not None:
+            out[name] = value
+    if len(out) > 1:
+        raise APIError("give one of response_format, regex and ebnf",
+                       param="ebnf" if "ebnf" in out else "regex")
+    return out
 
 
 def check_logit_bias(bias: dict[str, float] | None, vocab_size: int) -> None:
@@ -61,10 +94,6 @@ def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
             raise APIError("logprobs are not supported yet", param="logprobs")
         if req.tools and req.tool_choice != "none":
             raise APIError("tool calling is not supported yet", param="tools")
-        fmt = (req.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise APIError(f"response_format {fmt!r} is not supported yet; use 'text'",
-                           param="response_format")
     if isinstance(req, CompletionRequest):
         if req.logprobs:
             raise APIError("logprobs are not supported yet", param="logprobs")

@@ -47,6 +47,10 @@ class SamplingFields(_Request):
     spaces_between_special_tokens: bool = True
     stop_token_ids: list[int] | None = None
     no_stop_trim: bool = False
+    # Structured output: OpenAI's response_format, or SGLang's regex / ebnf (one of them).
+    response_format: dict[str, Any] | None = None
+    regex: str | None = None
+    ebnf: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -94,7 +98,6 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(SamplingFields):

@@ -75,6 +75,10 @@ class ModelRunner:
         # The last step's sampled tokens, kept on device for the next step (overlap).
         self.prev_tokens = jnp.zeros(self.buckets.seqs, jnp.int32)
         self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2, 3))
+        # Steps that sample under a grammar run as two programs, so that the host can build
+        # the bitmask while the device runs the forward.
+        self._forward = jax.jit(partial(_forward, self.graphdef), donate_argnums=(1, 2))
+        self._sample = jax.jit(_sample, donate_argnums=(1, 2))
 
     def _context_length(self, config: EngineConfig) -> int:
         limit = self.arch.max_position_embeddings
@@ -130,9 +134,22 @@ class ModelRunner:
             self.state, self.cache, self.penalties, self.prev_tokens, inputs)
         return tokens, logprobs
 
+    def forward(self, inputs: StepInputs) -> jax.Array:
+        """Dispatch the model part of a step; its logits [B, V] stay on device for `sample`."""
+        logits, self.cache, self.penalties = self._forward(
+            self.state, self.cache, self.penalties, self.prev_tokens, inputs)
+        return logits
 
-def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
-          inputs: StepInputs):
+    def sample(self, logits: jax.Array, inputs: StepInputs, bitmask
+               ) -> tuple[jax.Array, jax.Array]:
+        """Dispatch sampling of `forward`'s logits under a grammar bitmask [B, ceil(V/32)]."""
+        tokens, logprobs, self.penalties, self.prev_tokens = self._sample(
+            logits, self.penalties, self.prev_tokens, inputs.sampling, bitmask)
+        return tokens, logprobs
+
+
+def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
+             inputs: StepInputs):
     model = nnx.merge(graphdef, state)
     fed = jnp.where(inputs.prev_index >= 0, prev_tokens[jnp.maximum(inputs.prev_index, 0)],
                     inputs.tokens)                                             # [T]
@@ -140,5 +157,18 @@ def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens:
                               inputs.token_is_output)
     hidden, cache = model(fed, inputs.positions, cache, inputs.meta)          # [T, D]
     logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
-    tokens, logprobs, penalties = sample(logits, penalties, inputs.sampling)
-    return tokens, logprobs, cache, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)
+    return logits, cache, penalties
+
+
+def _sample(logits: jax.Array, penalties: PenaltyState, prev_tokens: jax.Array,
+            sampling, bitmask: jax.Array | None = None):
+    tokens, logprobs, penalties = sample(logits, penalties, sampling, bitmask)
+    return tokens, logprobs, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)
+
+
+def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
+          inputs: StepInputs):
+    logits, cache, penalties = _forward(graphdef, state, cache, penalties, prev_tokens, inputs)
+    tokens, logprobs, penalties, prev_tokens = _sample(logits, penalties, prev_tokens,
+                                                       inputs.sampling)
+    return tokens, logprobs, cache, penalties, prev_tokens

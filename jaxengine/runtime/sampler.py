@@ -82,9 +82,20 @@ def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
-def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs
-           ) -> tuple[jax.Array, jax.Array, PenaltyState]:
-    """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted)."""
+def apply_token_bitmask(logits: jax.Array, bitmask: jax.Array) -> jax.Array:
+    """logits [B, V]; bitmask [B, ceil(V/32)] i32 whose bit j of word w allows token 32w + j."""
+    bits = (bitmask[:, :, None] >> jnp.arange(32, dtype=jnp.int32)) & 1     # [B, W, 32]
+    allowed = bits.reshape(bitmask.shape[0], -1)[:, :logits.shape[-1]] != 0   # [B, V]
+    return jnp.where(allowed, logits, -jnp.inf)
+
+
+def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,
+           bitmask: jax.Array | None = None) -> tuple[jax.Array, jax.Array, PenaltyState]:
+    """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted).
+    A grammar `bitmask` ([B, ceil(V/32)] i32) bans tokens before anything else; steps without
+    one compile without it."""
+    if bitmask is not None:
+        logits = apply_token_bitmask(logits, bitmask)
     # Most batches use no penalty: skip the [B, V] gathers of the penalty state then.
     penalized = (jnp.any((s.repetition_penalty != 1.0) | (s.frequency_penalty != 0.0)
                          | (s.presence_penalty != 0.0))

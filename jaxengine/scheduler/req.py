@@ -35,6 +35,8 @@ class Req:
     num_cached_pages: int = 0    # leading pages of `pages` that belong to the radix tree
     cached_tokens: int = -1      # prompt tokens found in the cache at first admission
     future_index: int = -1       # entry of the last dispatched step that samples a PLACEHOLDER
+    grammar: Any = None          # structured.GrammarMatcher, fed every real output token
+    num_steps: int = 0           # model steps this request took part in
 
     @property
     def uses_penalties(self) -> bool:

@@ -72,6 +72,7 @@ class Scheduler:
         self._rng = random.Random(0)
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
+        self._last_committed: Batch | None = None
 
     # ---- requests in and out ------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -242,9 +243,11 @@ class Scheduler:
     def commit(self, batch: Batch) -> None:
         """The step was dispatched: its KV counts as computed and each sampling entry holds a
         PLACEHOLDER output until `process` brings the real token."""
+        self._last_committed = batch
         for i, entry in enumerate(batch.entries):
             req = entry.req
             req.num_computed = entry.start + entry.length
+            req.num_steps += 1
             if entry.samples:
                 req.output_ids.append(PLACEHOLDER)
                 entry.out_index = len(req.output_ids) - 1
@@ -263,17 +266,46 @@ class Scheduler:
             req.output_ids[entry.out_index] = token
             self._check_finished(req, token, entry.out_index + 1)
             if req.finished:
-                if req in self.running:
-                    self._release(req)
-                elif req in self.waiting:  # preempted while its step ran
-                    self.waiting.remove(req)
+                self._drop_finished(req)
             touched.append(req)
         return touched
+
+    def _drop_finished(self, req: Req) -> None:
+        if req in self.running:
+            self._release(req)
+        elif req in self.waiting:  # preempted while its step ran
+            self.waiting.remove(req)
+
+    def jump_forward(self, req: Req, tokens: list[int]) -> None:
+        """Append tokens the grammar forces after the request's last output; the next step
+        computes their K/V as one chunk and samples after them. A sample already in flight
+        for the request is dropped: it predicts the first forced token, which is known."""
+        if not tokens or req.finished:
+            return
+        if req.output_ids[-1] == PLACEHOLDER:
+            entry = self._last_committed.entries[req.future_index]
+            assert entry.req is req and entry.samples
+            entry.samples = False
+            del req.output_ids[-1]
+        room = min(req.params.max_new_tokens - len(req.output_ids),
+                   self.limits.max_context - req.num_tokens)
+        req.output_ids.extend(tokens[:room])
+        if len(tokens) >= room:
+            req.finish_reason = FinishReason.LENGTH
+        elif req.grammar.done:
+            req.finish_reason = FinishReason.STOP
+        if req.finished:
+            self._drop_finished(req)
 
     def _check_finished(self, req: Req, token: int, n: int) -> None:
         """Decide whether the request ends at its n-th output (`token`). A placeholder after it
         (a step already in flight) is dropped when it does: no token past the stop."""
         p = req.params
+        if req.grammar is not None and not req.grammar.accept(token):
+            # A dead end: no token was allowed, and this one is not part of the output.
+            req.finish_reason = FinishReason.STOP
+            del req.output_ids[n - 1:]
+            return
         if n >= p.min_new_tokens:
             if token in (p.stop_token_ids or ()) or (not p.ignore_eos and token in self.eos_ids):
                 req.finish_reason, req.matched_stop = FinishReason.STOP, token
@@ -281,6 +313,8 @@ class Scheduler:
                 matched = self.stop_text(req.output_ids[:n], p)
                 if matched is not None:
                     req.finish_reason, req.matched_stop = FinishReason.STOP, matched
+        if req.finish_reason is None and req.grammar is not None and req.grammar.done:
+            req.finish_reason = FinishReason.STOP  # the grammar is complete
         context = len(req.prompt_ids) + n
         if req.finish_reason is None and (n >= p.max_new_tokens or
                                           context >= self.limits.max_context):

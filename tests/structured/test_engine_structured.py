@@ -1,0 +1,87 @@
+"""Constrained decoding through the Engine on the default model (greedy)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import chat_ids
+
+from .conftest import JOB_PROMPTS, JobCandidate, job_messages, job_schema_json
+
+PHONE = r"\(\d{3}\) \d{3}-\d{4}"
+ISO_DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+YES_NO = 'root ::= answer "."\nanswer ::= "yes" | "no"'
+
+
+def greedy(max_new_tokens: int, **grammar) -> dict:
+    return {"temperature": 0.0, "max_new_tokens": max_new_tokens, **grammar}
+
+
+def job_ids(engine, k: int = 0) -> list[int]:
+    return engine.apply_chat_template(job_messages(JOB_PROMPTS[k]))
+
+
+def test_json_object(default_engine):
+    ids = chat_ids(default_engine, "Describe a cat as JSON.")
+    out = default_engine.generate(input_ids=ids, sampling_params=greedy(
+        64, json_schema=json.dumps({"type": "object"})))
+    assert out["meta_info"]["finish_reason"]["type"] == "stop", out
+    assert isinstance(json.loads(out["text"]), dict)
+
+
+@pytest.mark.parametrize("pattern,question", [
+    (PHONE, "What is the phone number of the White House?"),
+    (ISO_DATE, "When did the Berlin wall fall?"),
+])
+def test_regex(default_engine, pattern, question):
+    out = default_engine.generate(input_ids=chat_ids(default_engine, question),
+                                  sampling_params=greedy(24, regex=pattern))
+    assert re.fullmatch(pattern, out["text"]), out["text"]
+    assert out["meta_info"]["finish_reason"]["type"] == "stop"
+
+
+def test_ebnf(default_engine):
+    out = default_engine.generate(input_ids=chat_ids(default_engine, "Is the sky blue?"),
+                                  sampling_params=greedy(8, ebnf=YES_NO))
+    assert out["text"] in ("yes.", "no.")
+
+
+def test_a_finished_grammar_ends_the_request_even_with_ignore_eos(default_engine):
+    out = default_engine.generate(input_ids=chat_ids(default_engine, "Is water wet?"),
+                                  sampling_params=greedy(16, ebnf=YES_NO, ignore_eos=True))
+    assert out["text"] in ("yes.", "no.")
+    assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": None}
+
+
+def test_bad_grammar_is_refused_before_queueing(default_engine):
+    with pytest.raises(ValueError, match="invalid regex"):
+        default_engine.generate("hi", {"regex": "(unclosed"})
+    with pytest.raises(ValueError, match="one grammar"):
+        default_engine.generate("hi", {"regex": "a", "ebnf": 'root ::= "a"'})
+
+
+def test_jump_forward_same_output_fewer_steps(default_engine):
+    ids = [job_ids(default_engine, k) for k in range(2)]
+    runs = {}
+    for jf in (True, False):
+        params = greedy(160, json_schema=job_schema_json(), jump_forward=jf)
+        runs[jf] = default_engine.generate(input_ids=ids, sampling_params=params)
+    for on, off in zip(runs[True], runs[False]):
+        assert on["output_ids"] == off["output_ids"]
+        JobCandidate.model_validate_json(on["text"])
+        steps_on, steps_off = on["meta_info"]["model_steps"], off["meta_info"]["model_steps"]
+        assert steps_on <= 0.7 * steps_off, (steps_on, steps_off)
+
+
+def test_grammar_and_plain_requests_do_not_affect_each_other(default_engine):
+    plain = chat_ids(default_engine, "Name three colors.")
+    constrained = job_ids(default_engine, 2)
+    p_plain, p_json = greedy(24), greedy(96, json_schema=job_schema_json())
+    alone = [default_engine.generate(input_ids=plain, sampling_params=p_plain),
+             default_engine.generate(input_ids=constrained, sampling_params=p_json)]
+    together = default_engine.generate(input_ids=[plain, constrained],
+                                       sampling_params=[p_plain, p_json])
+    assert [o["output_ids"] for o in together] == [o["output_ids"] for o in alone]
