@@ -5,7 +5,6 @@ with SIGTERM and checks that an open stream ends properly."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -18,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-
-from jaxengine.config import ServerConfig
 
 from .conftest import REPO, ServerHandle, _free_port, _stop, _wait_healthy
 
@@ -39,11 +36,9 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     log_path = tmp_path_factory.mktemp("flagged") / "server.log"
     handle = ServerHandle(f"http://127.0.0.1:{port}", log_path)
     cmd = [sys.executable, "-m", "jaxengine.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--skip-server-warmup", "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
+           "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
            "--max-running-requests", "1", "--max-queued-requests", "1",
            "--allow-auto-truncate", "--graceful-shutdown-timeout", "1"]
-    if "skip_server_warmup" in {f.name for f in dataclasses.fields(ServerConfig)}:
-        cmd.append("--skip-server-warmup")  # compile on first use: these requests are few
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
