@@ -13,46 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 
+from benchmarks._server import serving
 from benchmarks.bench_serving import parse_args, run_benchmark
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(flags: list[str]):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "jaxengine.serve", "--port", str(port),
-                             "--log-level", "warning", *flags])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(60)
-
-
 def measure(flags: list[str], load: list[str], seed: int) -> dict:
-    with serving(flags) as url:
+    with serving(flags) as server:
+        url = server.url
         common = ["--base-url", url, "--dataset-name", "generated-shared-prefix",
                   "--prompt-format", "ids", "--warmup-requests", "0", *load]
         warm = [*common, "--seed", str(seed + 1000), "--gsp-num-groups", "2"]

@@ -65,28 +65,42 @@ def _apply_penalties(logits: jax.Array, state: PenaltyState, s: SamplingInputs) 
     return logits.at[rows, s.suppress_ids].set(-jnp.inf, mode="drop")
 
 
-def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
-    """Mask tokens outside top-k, top-p and min-p (logits already temperature-scaled)."""
-    V = logits.shape[-1]
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]               # [B, V] descending
-    k = jnp.where(s.top_k > 0, jnp.minimum(s.top_k, V), V)
-    kth = jnp.take_along_axis(sorted_logits, (k - 1)[:, None], axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
+# Top-k / top-p cuts are looked for among this many best tokens first: XLA:CPU sorts a
+# [B, V] array in ~100 ms but finds its top 256 in ~1 ms. Rows whose cut lies deeper (top_k
+# above it, or top_p above the candidates' mass) make the step sort the whole vocabulary.
+FILTER_CANDIDATES = 256
+
+
+def _cut(best: jax.Array, lse: jax.Array, s: SamplingInputs, vocab: int) -> jax.Array:
+    """The lowest logit each row keeps [B, 1] under top-k, top-p and min-p, from `best` [B, W]
+    (its W highest logits, descending) and the log-sum-exp over the whole row `lse` [B]."""
+    W = best.shape[-1]
+    k = jnp.where(s.top_k > 0, jnp.minimum(s.top_k, vocab), vocab)
+    kth = jnp.take_along_axis(best, (jnp.minimum(k, W) - 1)[:, None], axis=-1)
+    kth = jnp.where((k < vocab)[:, None], kth, -jnp.inf)
+    probs = jnp.exp(best - lse[:, None])
     # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
     before = jnp.cumsum(probs, axis=-1) - probs
     n_keep = jnp.maximum(jnp.sum(before < s.top_p[:, None], axis=-1), 1)
-    pth = jnp.take_along_axis(sorted_logits, (n_keep - 1)[:, None], axis=-1)
-    min_logit = sorted_logits[:, :1] + jnp.log(jnp.maximum(s.min_p, 1e-30))[:, None]
-    threshold = jnp.maximum(jnp.maximum(kth, pth), jnp.where(s.min_p[:, None] > 0, min_logit,
-                                                             -jnp.inf))
+    pth = jnp.take_along_axis(best, (n_keep - 1)[:, None], axis=-1)
+    pth = jnp.where((s.top_p < 1.0)[:, None], pth, -jnp.inf)
+    min_logit = best[:, :1] + jnp.log(jnp.maximum(s.min_p, 1e-30))[:, None]
+    return jnp.maximum(jnp.maximum(kth, pth), jnp.where(s.min_p[:, None] > 0, min_logit,
+                                                         -jnp.inf))
+
+
+def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
+    """Mask tokens outside top-k, top-p and min-p (logits already temperature-scaled)."""
+    V = logits.shape[-1]
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    best = jax.lax.top_k(logits, min(FILTER_CANDIDATES, V))[0]
+    mass = jnp.sum(jnp.exp(best - lse[:, None]), axis=-1)
+    deeper = jnp.any((s.top_k > best.shape[-1]) & (s.top_k < V)
+                     | (s.top_p < 1.0) & (mass < s.top_p))
+    threshold = jax.lax.cond(
+        deeper, lambda: _cut(jnp.sort(logits, axis=-1)[:, ::-1], lse, s, V),
+        lambda: _cut(best, lse, s, V))
     return jnp.where(logits >= threshold, logits, -jnp.inf)
-
-
-def apply_token_bitmask(logits: jax.Array, bitmask: jax.Array) -> jax.Array:
-    """logits [B, V]; bitmask [B, ceil(V/32)] i32 whose bit j of word w allows token 32w + j."""
-    bits = (bitmask[:, :, None] >> jnp.arange(32, dtype=jnp.int32)) & 1     # [B, W, 32]
-    allowed = bits.reshape(bitmask.shape[0], -1)[:, :logits.shape[-1]] != 0   # [B, V]
-    return jnp.where(allowed, logits, -jnp.inf)
 
 
 def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,

@@ -88,3 +88,38 @@ def test_temperature_sampling_follows_the_distribution():
     draws = _draws(logits, 4000)
     freq = np.bincount(draws, minlength=V)[:3] / len(draws)
     np.testing.assert_allclose(freq, probs[:3], atol=0.04)
+
+
+def _numpy_filter(logits: np.ndarray, top_k: int, top_p: float, min_p: float) -> np.ndarray:
+    order = np.sort(logits)[::-1]
+    probs = np.exp(order - order.max())
+    probs /= probs.sum()
+    cut = -np.inf
+    if 0 < top_k < len(logits):
+        cut = max(cut, order[top_k - 1])
+    if top_p < 1.0:
+        before = np.cumsum(probs) - probs
+        cut = max(cut, order[max(int(np.sum(before < top_p)), 1) - 1])
+    if min_p > 0:
+        cut = max(cut, order[0] + np.log(min_p))
+    return np.where(logits >= cut, logits, -np.inf)
+
+
+def test_filter_from_the_best_candidates_equals_a_full_sort(monkeypatch):
+    from jaxengine.runtime import sampler
+
+    monkeypatch.setattr(sampler, "FILTER_CANDIDATES", 8)
+    rng = np.random.default_rng(3)
+    peaked = rng.normal(size=V) * 4           # the top 8 hold most of the mass
+    flat = rng.normal(size=V) * 0.1           # top_p needs far more than 8 tokens
+    cases = [(peaked, 3, 1.0, 0.0), (peaked, 0, 0.9, 0.0), (peaked, 0, 1.0, 0.2),
+             (peaked, 5, 0.8, 0.05), (flat, 0, 0.9, 0.0), (flat, 20, 1.0, 0.0),
+             (peaked, 0, 1.0, 0.0), (flat, 0, 0.5, 0.5)]
+    for group in (cases[:4], cases):  # candidates only, then a batch that must sort
+        logits = np.stack([c[0] for c in group]).astype(np.float32)
+        s = inputs(len(group), top_k=[c[1] for c in group], top_p=[c[2] for c in group],
+                   min_p=[c[3] for c in group])
+        got = np.asarray(sampler._filter(jnp.asarray(logits), s))
+        for i, (_, k, p, m) in enumerate(group):
+            want = _numpy_filter(logits[i], k, p, m)
+            assert np.array_equal(np.isfinite(got[i]), np.isfinite(want)), (group[i][1:], i)

@@ -1,0 +1,48 @@
+"""Start `python -m jaxengine.serve` on a free loopback port for a benchmark, and stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    startup_seconds: float  # from launch to the first 200 on /health
+
+
+@contextlib.contextmanager
+def serving(flags: list[str], timeout: float = 1800) -> Iterator[Server]:
+    port = free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "jaxengine.serve", "--port", str(port),
+                             "--log-level", "warning", *flags])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"server not ready after {timeout:.0f}s")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield Server(url, time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(60)
