@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from . import metrics, native, openai_chat, openai_completions, tokenize
 from .auth import APIKeyMiddleware
-from .errors import APIError, install_error_handlers
+from .errors import APIError, document_400s, install_error_handlers
 from .generation import ClientDisconnected
 from .lifecycle import RefuseWhileDraining
 from .protocol import ModelCard, ModelList
@@ -40,6 +40,7 @@ def create_app(engine: Any) -> FastAPI:
                                      max_model_len=engine.context_length)
 
     install_error_handlers(app)
+    document_400s(app)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:

@@ -137,3 +137,33 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(f"Internal server error: {type(exc).__name__}: {exc}", 500)
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["object", "message", "type", "code"],
+                 "properties": {"object": {"const": "error"}, "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "param": {"type": ["string", "null"]},
+                                "code": {"type": ["integer", "string"]}}}
+
+
+def document_400s(app: FastAPI) -> None:
+    """FastAPI documents validation failures as 422 with its own body; this server answers
+    400 with the OpenAI error body, so say that in /openapi.json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None:
+                        responses["400"] = {"description": "Bad request",
+                                            "content": {"application/json": {
+                                                "schema": _ERROR_SCHEMA}}}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

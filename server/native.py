@@ -81,7 +81,9 @@ async def get_server_info(raw: Request) -> JSONResponse:
     return JSONResponse(json_safe(info))
 
 
-@router.api_route("/flush_cache", methods=["GET", "POST"])
+# Two routes rather than api_route(methods=[...]): one OpenAPI operation id each.
+@router.get("/flush_cache", operation_id="flush_cache_get")
+@router.post("/flush_cache", operation_id="flush_cache_post")
 async def flush_cache(raw: Request) -> Response:
     """Empty the radix cache; 400 while requests are queued or running (as SGLang)."""
     if not await asyncio.to_thread(raw.app.state.engine.flush_cache):
