@@ -130,7 +130,7 @@ class EngineCore:
         if len(add.prompt_ids) >= self.max_context:
             self.counters.finished(add.rid, aborted=True)
             return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids))
-        if self.max_queued is not None and len(self.scheduler.waiting) >= self.max_queued:
+        if self._queue_full():
             self.counters.finished(add.rid, aborted=True)
             return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids),
                                abort_status=503)
@@ -140,6 +140,15 @@ class EngineCore:
             self.counters.arrived(add.rid)
             self.scheduler.add(req)
         return out
+
+    def _queue_full(self) -> bool:
+        """Past --max-queued-requests: only requests that cannot start at once count as
+        queued (free running slots take the first waiting ones), so 0 means "never wait"."""
+        if self.max_queued is None:
+            return False
+        s = self.scheduler
+        free_slots = max(s.limits.max_running - len(s.running), 0)
+        return len(s.waiting) >= self.max_queued + free_slots
 
     def _start_grammar(self, req: Req) -> TokenOutput | None:
         """Give the request its matcher; with jump-forward, its first output is the text the
