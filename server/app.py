@@ -53,9 +53,9 @@ def create_app(engine: Any) -> FastAPI:
     if flags.enable_metrics:
         app.state.metrics = metrics.ServerMetrics(engine, engine.served_model_name)
         app.include_router(metrics.router)
-    # Added last, runs first: a draining server refuses even unauthenticated callers fast.
     if flags.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=flags.api_key)
+    # Added last, so it runs first: while draining, everyone gets a fast 503.
     app.add_middleware(RefuseWhileDraining)
 
     @app.get("/v1/models")
