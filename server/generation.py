@@ -129,6 +129,7 @@ async def generate_all(engine: Any, jobs: list[Job], request: Request | None) ->
             for task in done:
                 if task.exception() is not None:
                     raise task.exception()
+                _raise_if_refused(task.result())
             await _watch_disconnect(request, pending)
         return [task.result() for task in tasks]
     finally:
@@ -136,6 +137,14 @@ async def generate_all(engine: Any, jobs: list[Job], request: Request | None) ->
             if not task.done():
                 task.cancel()
                 _abort(engine, job.rid)
+
+
+def _raise_if_refused(out: dict[str, Any]) -> None:
+    """A 503 abort (a full queue, shutdown) fails the whole HTTP request at once, so its other
+    choices or prompts stop too instead of running for an answer nobody gets."""
+    fr = out["meta_info"].get("finish_reason") or {}
+    if fr.get("type") == "abort" and fr.get("status_code") == 503:
+        finish_reason(out["meta_info"])
 
 
 def _abort(engine: Any, rid: str) -> None:

@@ -26,7 +26,6 @@ from .generation import (
     SSEResponse,
     StreamSet,
     check_sampling,
-    finish_reason,
     generate_all,
     sse,
 )
@@ -150,10 +149,8 @@ async def generate(req: GenerateRequest, raw: Request) -> Response:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)
         return SSEResponse(_stream(streams, batch), streams.close)
+    # Aborts come back in meta_info, as SGLang's do; a full queue was already a 503.
     outputs = json_safe(await generate_all(engine, jobs, raw))
-    for out in outputs:  # SGLang answers aborts in meta_info, but a full queue is a 503
-        if (out["meta_info"].get("finish_reason") or {}).get("status_code") == 503:
-            finish_reason(out["meta_info"])
     return JSONResponse(outputs if batch else outputs[0])
 
 

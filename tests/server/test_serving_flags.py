@@ -138,6 +138,10 @@ def test_a_full_queue_answers_503_with_retry_after(http: httpx.Client) -> None:
     assert refused.json()["type"] == "ServiceUnavailableError"
     assert "queue is full" in refused.json()["message"]
     assert post(0).status_code == 200  # and it serves again once the queue drains
+    batch = http.post("/generate", json={"text": ["a", "b", "c", "d"], "sampling_params": {
+        "max_new_tokens": 64, "ignore_eos": True}})
+    assert batch.status_code == 503, batch.text  # one refused prompt fails the batch at once
+    assert http.get("/get_server_info").json()["num_queue_reqs"] == 0  # the others stopped
 
 
 # -- --enable-metrics ------------------------------------------------------------------------
