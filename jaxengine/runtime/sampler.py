@@ -103,6 +103,13 @@ def _filter(logits: jax.Array, s: SamplingInputs) -> jax.Array:
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
+def apply_token_bitmask(logits: jax.Array, bitmask: jax.Array) -> jax.Array:
+    """logits [B, V]; bitmask [B, ceil(V/32)] i32 whose bit j of word w allows token 32w + j."""
+    bits = (bitmask[:, :, None] >> jnp.arange(32, dtype=jnp.int32)) & 1     # [B, W, 32]
+    allowed = bits.reshape(bitmask.shape[0], -1)[:, :logits.shape[-1]] != 0   # [B, V]
+    return jnp.where(allowed, logits, -jnp.inf)
+
+
 def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,
            bitmask: jax.Array | None = None) -> tuple[jax.Array, jax.Array, PenaltyState]:
     """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted).
