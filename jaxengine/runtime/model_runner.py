@@ -18,8 +18,12 @@ from jaxengine.models.registry import arch_from_hf_config, build_model
 from jaxengine.runtime.attention import resolve_backend
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
 from jaxengine.runtime.sampler import PenaltyState, record_tokens, sample
-from jaxengine.runtime.step_inputs import (StepBuckets, StepInputs, build_step_inputs,
-                                           padding_step_inputs)
+from jaxengine.runtime.step_inputs import (
+    StepBuckets,
+    StepInputs,
+    build_step_inputs,
+    padding_step_inputs,
+)
 from jaxengine.scheduler.scheduler import Batch
 
 log = logging.getLogger(__name__)
@@ -74,9 +78,9 @@ class ModelRunner:
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
         # The last step's sampled tokens, kept on device for the next step (overlap).
         self.prev_tokens = jnp.zeros(self.buckets.seqs, jnp.int32)
-        self._step = jax.jit(partial(_step, self.graphdef), donate_argnums=(1, 2, 3))
-        # Steps that sample under a grammar run as two programs, so that the host can build
-        # the bitmask while the device runs the forward.
+        # A step is two programs, the forward (one per bucket) and sampling (one per sequence
+        # bucket): under a grammar the host builds the bitmask while the forward runs, and
+        # sampling needs no copy per token bucket.
         self._forward = jax.jit(partial(_forward, self.graphdef), donate_argnums=(1, 2))
         self._sample = jax.jit(_sample, donate_argnums=(1, 2))
 
@@ -110,29 +114,38 @@ class ModelRunner:
         return int(free // per_token)
 
     def warmup(self, progress: bool = True) -> None:
-        """Compile the step for every bucket the scheduler can reach, so serving never
-        compiles. Tracing holds the GIL; XLA compiles (or cache loads) run in threads."""
+        """Compile the forward for every bucket the scheduler can reach and sampling for every
+        sequence bucket, with and without a grammar bitmask, so serving never compiles.
+        Tracing holds the GIL; XLA compiles (or cache loads) run in threads."""
         t0 = time.perf_counter()
         buckets = self.buckets.all()
-        args = (self.state, self.cache, self.penalties, self.prev_tokens)
-        bar = tqdm(total=len(buckets), desc="Compiling step buckets", unit="program",
-                   disable=not progress)
+        state = (self.state, self.cache, self.penalties, self.prev_tokens)
+        seq_buckets = sorted({B for _, B, _ in buckets})
+        bar = tqdm(total=len(buckets) + 2 * len(seq_buckets), desc="Compiling step programs",
+                   unit="program", disable=not progress)
+        words = -(-self.arch.vocab_size // 32)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            for T, B, Pb in buckets:
-                inputs = padding_step_inputs(T, B, Pb, max_seqs=self.max_seqs)
-                lowered = self._step.lower(*args, inputs)
+            def compile_async(lowered):
                 pool.submit(lowered.compile).add_done_callback(lambda _: bar.update())
+
+            for T, B, Pb in buckets:
+                compile_async(self._forward.lower(
+                    *state, padding_step_inputs(T, B, Pb, max_seqs=self.max_seqs)))
+            for B in seq_buckets:
+                sampling = padding_step_inputs(B, B, 1, max_seqs=self.max_seqs).sampling
+                logits = jax.ShapeDtypeStruct((B, self.arch.vocab_size), jnp.float32)
+                for mask in (None, jax.ShapeDtypeStruct((B, words), jnp.int32)):
+                    compile_async(self._sample.lower(logits, self.penalties, self.prev_tokens,
+                                                     sampling, mask))
         bar.close()
-        log.info("compiled %d step programs in %.1fs", len(buckets), time.perf_counter() - t0)
+        log.info("compiled %d step programs in %.1fs", bar.n, time.perf_counter() - t0)
 
     def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
         return build_step_inputs(batch, self.buckets, eos_ids)
 
     def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array]:
         """Dispatch one step; returns device arrays (tokens [B], logprobs [B]) without waiting."""
-        tokens, logprobs, self.cache, self.penalties, self.prev_tokens = self._step(
-            self.state, self.cache, self.penalties, self.prev_tokens, inputs)
-        return tokens, logprobs
+        return self.sample(self.forward(inputs), inputs, None)
 
     def forward(self, inputs: StepInputs) -> jax.Array:
         """Dispatch the model part of a step; its logits [B, V] stay on device for `sample`."""
@@ -142,7 +155,8 @@ class ModelRunner:
 
     def sample(self, logits: jax.Array, inputs: StepInputs, bitmask
                ) -> tuple[jax.Array, jax.Array]:
-        """Dispatch sampling of `forward`'s logits under a grammar bitmask [B, ceil(V/32)]."""
+        """Dispatch sampling of `forward`'s logits, under a grammar bitmask [B, ceil(V/32)]
+        or None."""
         tokens, logprobs, self.penalties, self.prev_tokens = self._sample(
             logits, self.penalties, self.prev_tokens, inputs.sampling, bitmask)
         return tokens, logprobs
@@ -164,11 +178,3 @@ def _sample(logits: jax.Array, penalties: PenaltyState, prev_tokens: jax.Array,
             sampling, bitmask: jax.Array | None = None):
     tokens, logprobs, penalties = sample(logits, penalties, sampling, bitmask)
     return tokens, logprobs, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)
-
-
-def _step(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
-          inputs: StepInputs):
-    logits, cache, penalties = _forward(graphdef, state, cache, penalties, prev_tokens, inputs)
-    tokens, logprobs, penalties, prev_tokens = _sample(logits, penalties, prev_tokens,
-                                                       inputs.sampling)
-    return tokens, logprobs, cache, penalties, prev_tokens
