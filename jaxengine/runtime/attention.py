@@ -100,12 +100,19 @@ def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, la
     impl = resolve_backend(backend, page_size=cache.k.shape[2], head_dim=cache.k.shape[-1])
     args = (q, cache.k, cache.v, meta.kv_lens, meta.page_indices, meta.cu_q_lens, meta.num_seqs)
     prefix = getattr(meta, "shared_prefix", None)
-    if prefix is not None and sliding_window is None:
-        kernel, interpret = _CASCADE_IMPL[impl]
-        out = cascade_attention(*args, prefix.pages, prefix.length, prefix.seq_mask,
-                                layer=layer, sm_scale=sm_scale, soft_cap=soft_cap,
-                                impl=kernel, interpret=interpret)
-    else:
-        out = ragged_attention_fn(impl)(*args, layer=layer, sm_scale=sm_scale,
-                                        soft_cap=soft_cap, sliding_window=sliding_window)
-    return out, cache
+
+    def plain():
+        return ragged_attention_fn(impl)(*args, layer=layer, sm_scale=sm_scale,
+                                         soft_cap=soft_cap, sliding_window=sliding_window)
+
+    if prefix is None or sliding_window is not None:
+        return plain(), cache
+    kernel, interpret = _CASCADE_IMPL[impl]
+
+    def cascade():
+        return cascade_attention(*args, prefix.pages, prefix.length, prefix.seq_mask,
+                                 layer=layer, sm_scale=sm_scale, soft_cap=soft_cap,
+                                 impl=kernel, interpret=interpret)
+
+    # Steps without a prefix worth sharing (length 0) take the plain kernel in the same program.
+    return jax.lax.cond(prefix.length[0] > 0, cascade, plain), cache

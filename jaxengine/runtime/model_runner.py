@@ -72,7 +72,7 @@ class ModelRunner:
             max_pages_per_seq=-(-self.context_length // self.page_size),
             max_step_tokens=max(config.scheduler.chunked_prefill_size, self.max_seqs),
             attention_budget=max(ATTENTION_BUDGET, self.max_context),
-            pages_follow_context=backend == "reference")
+            pages_follow_context=backend == "reference", cascade=backend != "reference")
         self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
                                    a.head_dim, self.dtype)
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
@@ -129,8 +129,8 @@ class ModelRunner:
                 pool.submit(lowered.compile).add_done_callback(lambda _: bar.update())
 
             for T, B, Pb in buckets:
-                compile_async(self._forward.lower(
-                    *state, padding_step_inputs(T, B, Pb, max_seqs=self.max_seqs)))
+                compile_async(self._forward.lower(*state, padding_step_inputs(
+                    T, B, Pb, max_seqs=self.max_seqs, cascade=self.buckets.cascade)))
             for B in seq_buckets:
                 sampling = padding_step_inputs(B, B, 1, max_seqs=self.max_seqs).sampling
                 logits = jax.ShapeDtypeStruct((B, self.arch.vocab_size), jnp.float32)

@@ -8,9 +8,10 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxengine.runtime.attention import AttentionMetadata
+from jaxengine.runtime.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
+from pallas_kernels.cascade_attention import MIN_PREFIX_TOKENS, MIN_SHARING_SEQS
 
 SUPPRESS_WIDTH = 8  # most token ids banned per request while min_new_tokens is unmet
 
@@ -29,6 +30,10 @@ class StepBuckets:
     page); the Pallas kernels walk live pages only, so there Pb is always the maximum and
     there are ten times fewer programs. Finer page buckets (1.5x steps) cut the reference's
     padding by a quarter but double the programs, and start-up compiles them all.
+
+    `cascade`: steps carry a SharedPrefix (fixed shapes, length 0 when unused), so that the
+    kernels read a radix prefix shared by many sequences once; only kernels that walk pages
+    gain from it, and with it on there is no second set of programs.
     """
 
     page_size: int
@@ -37,6 +42,7 @@ class StepBuckets:
     max_step_tokens: int         # most tokens the scheduler puts in one step
     attention_budget: int        # the scheduler keeps (tokens x longest context) under it
     pages_follow_context: bool
+    cascade: bool = False
 
     @property
     def seqs(self) -> int:
@@ -74,13 +80,16 @@ class StepInputs(NamedTuple):
     sampling: SamplingInputs
 
 
-def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int) -> StepInputs:
+def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool = False
+                        ) -> StepInputs:
     """A step of the given bucket that holds no sequence: every token writes to page 0."""
     dummy_slot = max_seqs
+    shared = SharedPrefix(pages=np.zeros(Pb, np.int32), length=np.zeros(1, np.int32),
+                          seq_mask=np.zeros(B, bool)) if cascade else None
     meta = AttentionMetadata(slots=np.zeros(T, np.int32), kv_lens=np.zeros(B, np.int32),
                              page_indices=np.zeros((B, Pb), np.int32),
                              cu_q_lens=np.zeros(B + 1, np.int32),
-                             num_seqs=np.zeros(1, np.int32))
+                             num_seqs=np.zeros(1, np.int32), shared_prefix=shared)
     return StepInputs(tokens=np.zeros(T, np.int32), prev_index=np.full(T, -1, np.int32),
                       positions=np.zeros(T, np.int32),
                       token_slot=np.full(T, dummy_slot, np.int32),
@@ -93,7 +102,7 @@ def build_step_inputs(batch: Batch, buckets: StepBuckets, eos_ids: list[int]) ->
     entries, page_size = batch.entries, buckets.page_size
     max_pages = max(-(-(e.start + e.length) // page_size) for e in entries)
     T, B, Pb = buckets.for_step(batch.num_tokens, max_pages)
-    x = padding_step_inputs(T, B, Pb, max_seqs=buckets.max_seqs)
+    x = padding_step_inputs(T, B, Pb, max_seqs=buckets.max_seqs, cascade=buckets.cascade)
     m = x.meta
     s = _SamplingArrays(B, buckets.max_seqs)
     t = 0
@@ -123,7 +132,33 @@ def build_step_inputs(batch: Batch, buckets: StepBuckets, eos_ids: list[int]) ->
         s.fill(i, e, eos_ids)
     m.cu_q_lens[len(entries) + 1:] = t
     m.num_seqs[0] = len(entries)
+    if m.shared_prefix is not None:
+        _fill_shared_prefix(m.shared_prefix, entries, page_size)
     return x._replace(sampling=s.arrays())
+
+
+def _fill_shared_prefix(shared: SharedPrefix, entries, page_size: int) -> None:
+    """Mark the largest group of sequences whose KV starts with the same radix pages, if it is
+    big enough for the cascade to pay. Equal page ids mean equal KV: only the radix cache
+    hands one page to several requests."""
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.req.num_cached_pages and e.start >= page_size:
+            groups.setdefault(e.req.pages[0], []).append(i)
+    members = max(groups.values(), key=len, default=[])
+    if len(members) < MIN_SHARING_SEQS:
+        return
+    first = entries[members[0]].req.pages
+    n = min(entries[i].start // page_size for i in members)  # every query past the prefix
+    for i in members:
+        pages = entries[i].req.pages
+        n = min(n, len(pages))
+        n = next((j for j in range(n) if pages[j] != first[j]), n)
+    if n * page_size < MIN_PREFIX_TOKENS:
+        return
+    shared.pages[:n] = first[:n]
+    shared.length[0] = n * page_size
+    shared.seq_mask[members] = True
 
 
 class _SamplingArrays:

@@ -57,3 +57,26 @@ def test_padding_writes_to_the_dummy_page_and_is_not_a_sequence():
     assert x.logits_indices.tolist() == [0, 6, 0, 0]
     assert int(x.meta.num_seqs[0]) == 2
     assert np.asarray(x.sampling.reset).tolist() == [False, True, False, False]
+
+
+def _sharing_batch(sharers: int) -> Batch:
+    prefix = list(range(1, 18))  # 17 radix pages of 16 tokens: 272 tokens
+    entries = []
+    for i in range(sharers + 1):
+        own = prefix if i < sharers else list(range(40, 57))
+        req = Req(f"r{i}", [7] * 280, SamplingParams(), seed=i, output_ids=[8],
+                  pages=own + [60 + i], num_computed=280, slot=i, num_cached_pages=17)
+        entries.append(BatchEntry(req, 280, 1, True, False))
+    return Batch(entries)
+
+
+def test_a_radix_prefix_shared_by_enough_sequences_goes_to_the_cascade():
+    buckets = _buckets(max_seqs=16, pages_follow_context=False, cascade=True)
+    x = build_step_inputs(_sharing_batch(8), buckets, [0])
+    shared = x.meta.shared_prefix
+    assert int(shared.length[0]) == 17 * 16
+    assert shared.pages[:17].tolist() == list(range(1, 18)) and not shared.pages[17:].any()
+    assert shared.seq_mask.tolist() == [True] * 8 + [False] * 8
+    few = build_step_inputs(_sharing_batch(7), buckets, [0]).meta.shared_prefix
+    assert int(few.length[0]) == 0 and not few.seq_mask.any()
+    assert build_step_inputs(_sharing_batch(8), _buckets(), [0]).meta.shared_prefix is None
