@@ -8,6 +8,7 @@ of its own); `async_generate` runs on the caller's loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import re
@@ -97,9 +98,17 @@ class Engine:
 
     # ---- generation ---------------------------------------------------------------------
     def generate(self, prompt: str | list[str] | None = None,
-                 sampling_params: Any = None, input_ids: Any = None, stream: bool = False):
-        """Blocking generate: a dict, a list of dicts for batched input, or a chunk iterator."""
-        coro = self.async_generate(prompt, sampling_params, input_ids, stream)
+                 sampling_params: Any = None, input_ids: Any = None, stream: bool = False,
+                 return_logprob: bool | None = None, top_logprobs_num: int | None = None,
+                 logprob_start_len: int | None = None):
+        """Blocking generate: a dict, a list of dicts for batched input, or a chunk iterator.
+        With return_logprob, meta_info has "output_token_logprobs" [(logprob, id, None)] and,
+        with top_logprobs_num > 0, "output_top_logprobs" (SGLang's keyword arguments, which
+        may also be given in sampling_params)."""
+        coro = self.async_generate(prompt, sampling_params, input_ids, stream,
+                                   return_logprob=return_logprob,
+                                   top_logprobs_num=top_logprobs_num,
+                                   logprob_start_len=logprob_start_len)
         result = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         return self._sync_iter(result) if stream else result
 
@@ -112,10 +121,15 @@ class Engine:
 
     async def async_generate(self, prompt: str | list[str] | None = None,
                              sampling_params: Any = None, input_ids: Any = None,
-                             stream: bool = False, request_id: str | None = None):
+                             stream: bool = False, request_id: str | None = None,
+                             return_logprob: bool | None = None,
+                             top_logprobs_num: int | None = None,
+                             logprob_start_len: int | None = None):
         """Like generate, on the caller's event loop. Raises ValueError on bad input."""
         prompts, batched = self._prompts(prompt, input_ids)
         params = self._params(sampling_params, len(prompts))
+        params = _with_logprob_options(params, return_logprob, top_logprobs_num,
+                                       logprob_start_len)
         jobs = [(ids, p, i) for ids, p in zip(prompts, params) for i in range(p.n)]
         base = request_id or uuid.uuid4().hex
         rids = [base if len(jobs) == 1 else f"{base}-{k}" for k in range(len(jobs))]
@@ -181,6 +195,9 @@ class Engine:
             if any(t >= self.vocab_size for t in p.stop_token_ids or []):
                 raise ValueError(f"stop_token_ids must be below the vocabulary size "
                                  f"{self.vocab_size}")
+            if any(t >= self.vocab_size for t in p.logit_bias or {}):
+                raise ValueError(f"logit_bias keys must be token ids below the vocabulary "
+                                 f"size {self.vocab_size}")
             if p.grammar is not None:
                 if self.grammar is None:
                     raise ValueError(f"{p.grammar[0]} needs a grammar backend; the server runs "
@@ -256,6 +273,9 @@ class _Request:
         self.finish: dict[str, Any] | None = None
         self.cached_tokens = 0
         self.model_steps = 0
+        # SGLang's shapes: (logprob, token id, text) per output token; text is left None.
+        self.token_logprobs: list[tuple[float, int, None]] = []
+        self.top_logprobs: list[list[tuple[float, int, None]]] = []
 
     @property
     def finished(self) -> bool:
@@ -265,6 +285,12 @@ class _Request:
         """Fold one TokenOutput in; return the streaming chunk (deltas) it makes."""
         self._time(out)
         self.output_ids.extend(out.new_ids)
+        if self.params.return_logprob:
+            self.token_logprobs += [(_floor(lp), t, None)
+                                    for lp, t in zip(out.logprobs, out.new_ids)]
+            if self.params.top_logprobs_num:
+                self.top_logprobs += [[(_floor(lp), t, None) for t, lp in row]
+                                      for row in out.top_logprobs or [[]] * len(out.new_ids)]
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
         self.model_steps = out.num_steps or self.model_steps
         if out.finish_reason is None:
@@ -320,13 +346,45 @@ class _Request:
                 log.exception("request listener failed")
 
     def meta_info(self) -> dict[str, Any]:
-        return {"id": self.rid, "prompt_tokens": self.prompt_tokens,
+        meta = {"id": self.rid, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": len(self.output_ids), "cached_tokens": self.cached_tokens,
                 "finish_reason": self.finish, "e2e_latency": time.perf_counter() - self.start,
                 "model_steps": self.model_steps}
+        if self.params.return_logprob:
+            # Copies: a streamed chunk must not grow while its reader is behind.
+            meta["output_token_logprobs"] = list(self.token_logprobs)
+            if self.params.top_logprobs_num:
+                meta["output_top_logprobs"] = list(self.top_logprobs)
+        return meta
 
     def result(self) -> dict[str, Any]:
         return {"text": self.text, "output_ids": self.output_ids, "meta_info": self.meta_info()}
+
+
+def _floor(logprob: float) -> float:
+    """A banned token's -inf as OpenAI's -9999.0, so that every answer is valid JSON."""
+    return max(logprob, -9999.0)
+
+
+def _with_logprob_options(params: list[SamplingParams], return_logprob: bool | None,
+                          top_logprobs_num: int | None, logprob_start_len: int | None
+                          ) -> list[SamplingParams]:
+    if logprob_start_len is not None and logprob_start_len != -1:
+        # Prompt logprobs need the logits of every prompt position; steps compute only the
+        # last one per sequence.
+        raise ValueError("prompt logprobs are not supported: logprob_start_len must be -1 "
+                         f"(output tokens only), got {logprob_start_len}")
+    if return_logprob is None and top_logprobs_num is None:
+        return params
+    changes: dict[str, Any] = {}
+    if return_logprob is not None:
+        changes["return_logprob"] = return_logprob
+    if top_logprobs_num is not None:
+        changes["top_logprobs_num"] = top_logprobs_num
+    out = [dataclasses.replace(p, **changes) for p in params]
+    for p in out:
+        p.validate()
+    return out
 
 
 def _read_template(value: str | None) -> str | None:

@@ -23,6 +23,8 @@ from jaxengine.structured import GrammarBackend, batch_bitmask, needs_bitmask
 
 if TYPE_CHECKING:
     import jax
+
+    from jaxengine.runtime.sampler import TopLogprobs
 from jaxengine.scheduler.req import FinishReason, Req
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch, Scheduler, SchedulerLimits
 
@@ -51,6 +53,9 @@ class TokenOutput:
     queue_time: float | None = None    # seconds from arrival to first step (first output only)
     abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
     num_steps: int = 0                 # model steps the request has taken part in so far
+    # Per new token, its most likely alternatives as (token id, logprob), best first; only
+    # for requests with return_logprob and top_logprobs_num > 0.
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 class StepTimer:
@@ -171,7 +176,7 @@ class EngineCore:
         if reason is not None:
             self.counters.finished(req.rid, aborted=False)
         return TokenOutput(req.rid, list(req.output_ids), [0.0] * len(req.output_ids), reason,
-                           None, n_prompt)
+                           None, n_prompt, top_logprobs=_forced_top(req, req.output_ids))
 
     def abort(self, rid: str) -> TokenOutput | None:
         req = self.scheduler.abort(rid)
@@ -216,30 +221,39 @@ class EngineCore:
         done, self._in_flight = self._in_flight, None
         return self._finish(*done) if done is not None else []
 
-    def _finish(self, batch: Batch, tokens: jax.Array, logprobs: jax.Array) -> list[TokenOutput]:
+    def _finish(self, batch: Batch, tokens: jax.Array, logprobs: jax.Array,
+                top: TopLogprobs) -> list[TokenOutput]:
         n = len(batch.entries)
         t0 = time.perf_counter()
         tokens, logprobs = np.asarray(tokens)[:n].tolist(), np.asarray(logprobs)[:n].tolist()
+        # The alternatives cross to the host only for steps where someone asked for them.
+        tops: list = [None] * n
+        if any(_top_num(e.req) for e in batch.entries):
+            tops = list(zip(np.asarray(top.ids)[:n].tolist(), np.asarray(top.values)[:n].tolist()))
         self.timer.record_wait(time.perf_counter() - t0)
-        lp = {id(e.req): (p, e.out_index) for e, p in zip(batch.entries, logprobs)}
+        lp = {id(e.req): (p, e.out_index, t) for e, p, t in zip(batch.entries, logprobs, tops)}
         outputs = []
         touched = self.scheduler.process(batch, tokens)
         for req in touched:
             if req.grammar is not None and req.params.jump_forward and not req.finished:
                 self.scheduler.jump_forward(req, req.grammar.jump_forward())
         for req in touched:
-            logprob, index = lp[id(req)]
+            logprob, index, top_row = lp[id(req)]
             reason = req.finish_reason.value if req.finish_reason else None
             # The sampled token, then any forced ones (probability 1 under the grammar).
             new_ids = req.output_ids[index:]
             if new_ids and new_ids[-1] == PLACEHOLDER:
                 new_ids = new_ids[:-1]
             new_logprobs = ([logprob] + [0.0] * len(new_ids))[:len(new_ids)]
+            new_top = None
+            if top_row is not None and new_ids and (k := _top_num(req)):
+                ids, values = top_row
+                new_top = [list(zip(ids[:k], values[:k]))] + _forced_top(req, new_ids[1:])
             outputs.append(TokenOutput(req.rid, new_ids, new_logprobs, reason,
                                        req.matched_stop, len(req.prompt_ids),
                                        max(req.cached_tokens, 0),
                                        queue_time=self.counters.take_queue_time(req.rid),
-                                       num_steps=req.num_steps))
+                                       num_steps=req.num_steps, top_logprobs=new_top))
             self.counters.generated(len(new_ids))
             if reason is not None:
                 self.counters.finished(req.rid, aborted=reason == FinishReason.ABORT.value)
@@ -283,6 +297,16 @@ class EngineCore:
             if stop in tail:
                 return stop
         return None
+
+
+def _top_num(req: Req) -> int:
+    p = req.params
+    return p.top_logprobs_num if p.return_logprob else 0
+
+
+def _forced_top(req: Req, forced: list[int]) -> list[list[tuple[int, float]]] | None:
+    """Tokens a grammar forces have probability 1: each is its own only alternative."""
+    return [[(t, 0.0)] for t in forced] if _top_num(req) else None
 
 
 def run_engine_core(config: EngineConfig, conn) -> None:

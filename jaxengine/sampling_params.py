@@ -6,6 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# Most top alternatives a request may ask for per token (OpenAI's limit), and most
+# logit_bias entries: both are fixed widths of the on-device sampling inputs.
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 64
+
 
 @dataclass
 class SamplingParams:
@@ -33,6 +38,13 @@ class SamplingParams:
     # Append the tokens a grammar forces in one step instead of sampling each (jaxengine's
     # own switch; outputs are the same either way under greedy decoding).
     jump_forward: bool = True
+    # Added to the logits before sampling, {token id: bias in [-100, 100]} (JSON keys may be
+    # strings); -100 bans a token, +100 all but forces it.
+    logit_bias: dict[int, float] | None = None
+    # Report each output token's logprob (meta_info["output_token_logprobs"]), and the
+    # top_logprobs_num most likely alternatives at each position ("output_top_logprobs").
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
     stop_strs: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,10 +93,14 @@ class SamplingParams:
              "must be a list of non-negative token ids"),
             ("json_schema", sum(g is not None for g in (self.json_schema, self.regex, self.ebnf))
              <= 1, "cannot be combined with regex or ebnf: give one grammar"),
+            ("top_logprobs_num", 0 <= self.top_logprobs_num <= MAX_TOP_LOGPROBS,
+             f"must be in [0, {MAX_TOP_LOGPROBS}]"),
         ]
         for name, ok, why in checks:
             if not ok:
                 raise ValueError(f"{name} {why} (got {getattr(self, name)!r})")
+        if self.logit_bias is not None:
+            self.logit_bias = _check_logit_bias(self.logit_bias)
 
     def _check_types(self) -> None:
         for f in dataclasses.fields(self):
@@ -115,6 +131,29 @@ class SamplingParams:
         return self.temperature == 0.0 or self.top_k == 1
 
 
+def _check_logit_bias(bias: Any) -> dict[int, float]:
+    """{token id: bias} with int keys; ids past the vocabulary are the engine's check."""
+    if not isinstance(bias, dict):
+        raise ValueError("logit_bias must be a dict of token id -> bias")
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise ValueError(f"logit_bias may hold at most {MAX_LOGIT_BIAS} tokens "
+                         f"(got {len(bias)})")
+    out = {}
+    for key, value in bias.items():
+        try:
+            token = int(key) if not isinstance(key, bool) else -1
+        except (TypeError, ValueError):
+            token = -1
+        if token < 0:
+            raise ValueError(f"logit_bias key {key!r} is not a token id")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not -100.0 <= value <= 100.0:
+            raise ValueError(f"logit_bias value {value!r} for token {key} must be a number in "
+                             "[-100, 100]")
+        out[token] = float(value)
+    return out
+
+
 _NUMBER = (int, float)
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "max_new_tokens": int, "min_new_tokens": int, "temperature": _NUMBER, "top_p": _NUMBER,
@@ -122,4 +161,5 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "repetition_penalty": _NUMBER, "ignore_eos": bool, "skip_special_tokens": bool,
     "spaces_between_special_tokens": bool, "no_stop_trim": bool, "n": int, "seed": int,
     "json_schema": str, "regex": str, "ebnf": str, "jump_forward": bool,
+    "return_logprob": bool, "top_logprobs_num": int,
 }

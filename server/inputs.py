@@ -33,8 +33,22 @@ def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -
         params["temperature"] = req.temperature
     if req.top_p is not None:
         params["top_p"] = req.top_p
+    if req.logit_bias:
+        params["logit_bias"] = req.logit_bias
+    top = logprobs_wanted(req)
+    if top is not None:
+        params.update(return_logprob=True, top_logprobs_num=top)
     params.update(grammar_params(req))
     return check_sampling(params, vocab_size)
+
+
+def logprobs_wanted(req: SamplingFields) -> int | None:
+    """How many top alternatives each token reports, or None for no logprobs at all."""
+    if isinstance(req, ChatCompletionRequest):
+        return (req.top_logprobs or 0) if req.logprobs else None
+    if isinstance(req, CompletionRequest):
+        return req.logprobs
+    return None
 
 
 def grammar_params(req: SamplingFields) -> dict[str, str]:
@@ -87,16 +101,17 @@ def check_logit_bias(bias: dict[str, float] | None, vocab_size: int) -> None:
 def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
     """Fields that would change the answer and that this server cannot honour yet."""
     check_logit_bias(req.logit_bias, vocab_size)
-    if req.logit_bias:  # TODO(sampler): valid biases wait for on-device support
-        raise APIError("logit_bias is not supported yet", param="logit_bias")
     if isinstance(req, ChatCompletionRequest):
-        if req.logprobs or req.top_logprobs:
-            raise APIError("logprobs are not supported yet", param="logprobs")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError("top_logprobs needs logprobs set to true", param="top_logprobs")
         if req.tools and req.tool_choice != "none":
             raise APIError("tool calling is not supported yet", param="tools")
     if isinstance(req, CompletionRequest):
-        if req.logprobs:
-            raise APIError("logprobs are not supported yet", param="logprobs")
+        if req.echo and req.logprobs is not None:
+            # They would need the logits of every prompt position; a step computes only the
+            # last one of each sequence.
+            raise APIError("echo with logprobs (prompt logprobs) is not supported; drop echo "
+                           "or logprobs", param="echo")
         if req.suffix:
             raise APIError("suffix is not supported", param="suffix")
         if req.best_of is not None and req.best_of != req.n:

@@ -30,6 +30,7 @@ from .generation import (
     sse,
 )
 from .inputs import check_token_ids
+from .logprobs import token_strings
 from .protocol import AbortRequest, GenerateRequest
 
 logger = logging.getLogger(__name__)
@@ -120,9 +121,17 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
     if len(samplings) != len(prompts) or len(rids) != len(prompts):
         raise APIError("sampling_params and rid lists must match the number of prompts",
                        param="sampling_params")
+    if req.logprob_start_len != -1:
+        # Prompt logprobs need the logits of every prompt position; a step computes only the
+        # last one of each sequence.
+        raise APIError("prompt logprobs are not supported: logprob_start_len must be -1 "
+                       "(output tokens only)", param="logprob_start_len")
     base = uuid.uuid4().hex
     jobs = []
     for k, (prompt, params, rid) in enumerate(zip(prompts, samplings, rids, strict=True)):
+        if req.return_logprob:
+            params = {**params, "return_logprob": True,
+                      "top_logprobs_num": req.top_logprobs_num}
         params = check_sampling(params, vocab_size, openai_names=False)
         if params.get("n", 1) != 1:
             raise APIError("/generate takes n=1; send the prompt n times instead",
@@ -148,13 +157,32 @@ async def generate(req: GenerateRequest, raw: Request) -> Response:
     if req.stream:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)
-        return SSEResponse(_stream(streams, batch), streams.close)
+        text_request = raw if req.return_text_in_logprobs else None
+        return SSEResponse(_stream(streams, batch, text_request), streams.close)
     # Aborts come back in meta_info, as SGLang's do; a full queue was already a 503.
-    outputs = json_safe(await generate_all(engine, jobs, raw))
+    outputs = await generate_all(engine, jobs, raw)
+    if req.return_text_in_logprobs:
+        for out in outputs:
+            _logprob_texts(raw, out["meta_info"])
+    outputs = json_safe(outputs)
     return JSONResponse(outputs if batch else outputs[0])
 
 
-async def _stream(streams: StreamSet, batch: bool) -> AsyncIterator[str]:
+def _logprob_texts(raw: Request, meta: dict[str, Any]) -> None:
+    """SGLang's return_text_in_logprobs: each (logprob, id, None) gets its token's text."""
+    strings = token_strings(raw.app.state, raw.app.state.engine.tokenizer)
+
+    def named(entries: list) -> list:
+        return [(lp, t, strings.get(t)[0]) for lp, t, _ in entries]
+
+    if "output_token_logprobs" in meta:
+        meta["output_token_logprobs"] = named(meta["output_token_logprobs"])
+    if "output_top_logprobs" in meta:
+        meta["output_top_logprobs"] = [named(row) for row in meta["output_top_logprobs"]]
+
+
+async def _stream(streams: StreamSet, batch: bool, text_request: Request | None
+                  ) -> AsyncIterator[str]:
     texts: dict[int, str] = {}
     ids: dict[int, list[int]] = {}
     try:
@@ -162,6 +190,8 @@ async def _stream(streams: StreamSet, batch: bool) -> AsyncIterator[str]:
             texts[job.index] = texts.get(job.index, "") + out["text"]
             ids[job.index] = ids.get(job.index, []) + list(out["output_ids"])
             body = dict(out, text=texts[job.index], output_ids=ids[job.index])
+            if text_request is not None:
+                _logprob_texts(text_request, out["meta_info"])
             if batch:
                 body["index"] = job.index
             yield sse(json.dumps(json_safe(body)))

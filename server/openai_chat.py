@@ -22,7 +22,14 @@ from .generation import (
     make_jobs,
     sse,
 )
-from .inputs import chat_input_ids, fit_prompt, reject_unsupported, sampling_params
+from .inputs import (
+    chat_input_ids,
+    fit_prompt,
+    logprobs_wanted,
+    reject_unsupported,
+    sampling_params,
+)
+from .logprobs import TokenStrings, chat_content, reported, token_strings
 from .protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -49,26 +56,34 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     jobs = make_jobs(rid, [ids], [params], req.n)
     model = req.model or engine.served_model_name
+    top = logprobs_wanted(req)
+    strings = token_strings(raw.app.state, engine.tokenizer) if top is not None else None
 
     if req.stream:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)
-        return SSEResponse(_stream(streams, rid, model, req.n, req.include_usage), streams.close)
+        events = _stream(streams, rid, model, req.n, req.include_usage, strings, top or 0)
+        return SSEResponse(events, streams.close)
 
     outputs = await generate_all(engine, jobs, raw)
     choices, usage = [], UsageCounter(req.n)
     for job, out in zip(jobs, outputs, strict=True):
         meta = out["meta_info"]
         reason, matched = finish_reason(meta)
+        logprobs = None
+        if strings is not None:
+            logprobs = {"content": chat_content(strings, *reported(meta), top or 0),
+                        "refusal": None}
         choices.append(ChatChoice(index=job.index, message=ChatMessageOut(content=out["text"]),
-                                  finish_reason=reason, matched_stop=matched))
+                                  logprobs=logprobs, finish_reason=reason,
+                                  matched_stop=matched))
         usage.add(job, meta)
     body = ChatCompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
 
 
-async def _stream(streams: StreamSet, rid: str, model: str, n: int,
-                  include_usage: bool) -> AsyncIterator[str]:
+async def _stream(streams: StreamSet, rid: str, model: str, n: int, include_usage: bool,
+                  strings: TokenStrings | None, top: int) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(choices: list[ChatStreamChoice], usage: UsageInfo | None = None) -> str:
@@ -79,11 +94,20 @@ async def _stream(streams: StreamSet, rid: str, model: str, n: int,
     for index in range(n):
         yield chunk([ChatStreamChoice(index=index, delta={"role": "assistant", "content": ""})])
     usage = UsageCounter(n)
+    sent = [0] * n  # tokens whose logprobs each choice has streamed
     try:
         async for job, out in streams.chunks():
             meta: dict[str, Any] = out["meta_info"]
-            if out["text"]:
-                yield chunk([ChatStreamChoice(index=job.index, delta={"content": out["text"]})])
+            logprobs = None
+            if strings is not None:
+                tokens, tops = reported(meta)
+                logprobs = {"content": chat_content(strings, tokens[sent[job.index]:],
+                                                    tops and tops[sent[job.index]:], top),
+                            "refusal": None}
+                sent[job.index] = len(tokens)
+            if out["text"] or logprobs and logprobs["content"]:
+                yield chunk([ChatStreamChoice(index=job.index, delta={"content": out["text"]},
+                                              logprobs=logprobs)])
             reason, matched = finish_reason(meta)
             if reason is not None:
                 yield chunk([ChatStreamChoice(index=job.index, delta={}, finish_reason=reason,

@@ -23,6 +23,7 @@ from .generation import (
     sse,
 )
 from .inputs import completion_prompts, fit_prompt, reject_unsupported, sampling_params
+from .logprobs import CompletionLogprobs, reported, token_strings
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, UsageInfo
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,15 @@ async def completions(req: CompletionRequest, raw: Request) -> Response:
     jobs = make_jobs(rid, [ids for ids, _ in prompts], params, req.n)
     echoes = [prompts[job.index // req.n][1] if req.echo else "" for job in jobs]
     model = req.model or engine.served_model_name
+    logprobs = None
+    if req.logprobs is not None:  # echo is refused with logprobs: offsets start at 0
+        strings = token_strings(raw.app.state, engine.tokenizer)
+        logprobs = [CompletionLogprobs(strings, req.logprobs) for _ in jobs]
 
     if req.stream:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)
-        events = _stream(streams, jobs, echoes, rid, model, req.n, req.include_usage)
+        events = _stream(streams, jobs, echoes, rid, model, req.n, req.include_usage, logprobs)
         return SSEResponse(events, streams.close)
 
     outputs = await generate_all(engine, jobs, raw)
@@ -58,15 +63,17 @@ async def completions(req: CompletionRequest, raw: Request) -> Response:
     for job, echo, out in zip(jobs, echoes, outputs, strict=True):
         meta = out["meta_info"]
         reason, matched = finish_reason(meta)
-        choices.append(CompletionChoice(index=job.index, text=echo + out["text"],
-                                        finish_reason=reason, matched_stop=matched))
+        choices.append(CompletionChoice(
+            index=job.index, text=echo + out["text"], finish_reason=reason, matched_stop=matched,
+            logprobs=logprobs[job.index].build(*reported(meta)) if logprobs else None))
         usage.add(job, meta)
     body = CompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
 
 
 async def _stream(streams: StreamSet, jobs: list[Job], echoes: list[str], rid: str, model: str,
-                  n: int, include_usage: bool) -> AsyncIterator[str]:
+                  n: int, include_usage: bool, logprobs: list[CompletionLogprobs] | None
+                  ) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
@@ -78,13 +85,21 @@ async def _stream(streams: StreamSet, jobs: list[Job], echoes: list[str], rid: s
         if echo:
             yield chunk([CompletionChoice(index=job.index, text=echo)])
     usage = UsageCounter(n)
+    sent = [0] * len(jobs)  # tokens whose logprobs each choice has streamed
     try:
         async for job, out in streams.chunks():
             meta = out["meta_info"]
             reason, matched = finish_reason(meta)
-            if out["text"] or reason is not None:
+            new_logprobs = None
+            if logprobs is not None:
+                tokens, tops = reported(meta)
+                k = sent[job.index]
+                new_logprobs = logprobs[job.index].build(tokens[k:], tops and tops[k:])
+                sent[job.index] = len(tokens)
+            if out["text"] or reason is not None or new_logprobs and new_logprobs["tokens"]:
                 yield chunk([CompletionChoice(index=job.index, text=out["text"],
-                                              finish_reason=reason, matched_stop=matched)])
+                                              finish_reason=reason, matched_stop=matched,
+                                              logprobs=new_logprobs)])
             if reason is not None:
                 usage.add(job, meta)
         if include_usage:

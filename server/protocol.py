@@ -3,7 +3,7 @@
 Field names follow the OpenAI API (see the OpenAPI spec) plus SGLang's sampling extras
 (top_k, min_p, repetition_penalty, min_tokens, ignore_eos, ...). Unknown fields are ignored,
 as OpenAI clients send many optional ones; fields that would change the answer but are not
-supported yet (logprobs, tools, logit_bias, ...) are rejected with a 400 by the endpoints.
+supported yet (tools, suffix, ...) are rejected with a 400 by the endpoints.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
 
@@ -106,7 +106,7 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
 
 
 class GenerateRequest(_Request):
@@ -117,6 +117,10 @@ class GenerateRequest(_Request):
     sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None
     stream: bool = False
     rid: str | list[str] | None = None
+    return_logprob: bool = False
+    logprob_start_len: int = -1
+    top_logprobs_num: int = Field(0, ge=0, le=20)
+    return_text_in_logprobs: bool = False
 
 
 # Responses ---------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
     matched_stop: int | str | None = None
 
@@ -167,7 +171,7 @@ class ChatCompletionResponse(BaseModel):
 class ChatStreamChoice(BaseModel):
     index: int
     delta: dict[str, Any]
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
     matched_stop: int | str | None = None
 
@@ -184,7 +188,7 @@ class ChatCompletionChunk(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
     matched_stop: int | str | None = None
 

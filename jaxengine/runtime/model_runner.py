@@ -17,7 +17,7 @@ from jaxengine.config import EngineConfig, compilation_cache_dir
 from jaxengine.models.registry import arch_from_hf_config, build_model
 from jaxengine.runtime.attention import resolve_backend
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
-from jaxengine.runtime.sampler import PenaltyState, record_tokens, sample
+from jaxengine.runtime.sampler import PenaltyState, TopLogprobs, record_tokens, sample
 from jaxengine.runtime.step_inputs import (
     StepBuckets,
     StepInputs,
@@ -143,8 +143,9 @@ class ModelRunner:
     def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
         return build_step_inputs(batch, self.buckets, eos_ids)
 
-    def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array]:
-        """Dispatch one step; returns device arrays (tokens [B], logprobs [B]) without waiting."""
+    def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array, TopLogprobs]:
+        """Dispatch one step; returns device arrays (tokens [B], logprobs [B], top
+        alternatives) without waiting."""
         return self.sample(self.forward(inputs), inputs, None)
 
     def forward(self, inputs: StepInputs) -> jax.Array:
@@ -154,12 +155,12 @@ class ModelRunner:
         return logits
 
     def sample(self, logits: jax.Array, inputs: StepInputs, bitmask
-               ) -> tuple[jax.Array, jax.Array]:
+               ) -> tuple[jax.Array, jax.Array, TopLogprobs]:
         """Dispatch sampling of `forward`'s logits, under a grammar bitmask [B, ceil(V/32)]
         or None."""
-        tokens, logprobs, self.penalties, self.prev_tokens = self._sample(
+        tokens, logprobs, top, self.penalties, self.prev_tokens = self._sample(
             logits, self.penalties, self.prev_tokens, inputs.sampling, bitmask)
-        return tokens, logprobs
+        return tokens, logprobs, top
 
 
 def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
@@ -176,5 +177,5 @@ def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_toke
 
 def _sample(logits: jax.Array, penalties: PenaltyState, prev_tokens: jax.Array,
             sampling, bitmask: jax.Array | None = None):
-    tokens, logprobs, penalties = sample(logits, penalties, sampling, bitmask)
-    return tokens, logprobs, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)
+    tokens, logprobs, top, penalties = sample(logits, penalties, sampling, bitmask)
+    return tokens, logprobs, top, penalties, prev_tokens.at[:tokens.shape[0]].set(tokens)

@@ -1,4 +1,10 @@
-"""On-device sampling: penalties, temperature, top-k / top-p / min-p, per-request seeds.
+"""On-device sampling: logit bias, penalties, temperature, top-k / top-p / min-p, per-request
+seeds, and the logprobs requests ask for.
+
+Reported logprobs are those of the distribution the request samples from before temperature
+and truncation: log-softmax of the logits after the grammar mask, logit_bias and penalties
+(OpenAI adds the bias before the softmax; temperature and top-k/top-p/min-p shape how a token
+is drawn, not the model's distribution).
 
 Penalty state lives on device, one row per running-request slot (the last row is a dummy for
 padding): which tokens a request has seen (prompt and output, for the repetition penalty) and
@@ -11,6 +17,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxengine.sampling_params import MAX_TOP_LOGPROBS
 
 
 class PenaltyState(NamedTuple):
@@ -39,6 +47,16 @@ class SamplingInputs(NamedTuple):
     reset: jax.Array               # bool, clear the row before this step's tokens
     counts_output: jax.Array       # bool, the sampled token is a real new output token
     suppress_ids: jax.Array        # [B, E] i32 tokens banned this step (min_new_tokens); V = none
+    bias_ids: jax.Array            # [B, W] i32 logit_bias tokens; V or more = none
+    bias_values: jax.Array         # [B, W] f32 added to those tokens' logits
+    top_logprobs: jax.Array        # bool, the request wants its top alternatives
+
+
+class TopLogprobs(NamedTuple):
+    """The MAX_TOP_LOGPROBS best tokens of every row; a request keeps the prefix it asked for."""
+
+    ids: jax.Array     # [B, MAX_TOP_LOGPROBS] i32, most likely first
+    values: jax.Array  # [B, MAX_TOP_LOGPROBS] f32
 
 
 def record_tokens(state: PenaltyState, sampling: SamplingInputs, token_slot: jax.Array,
@@ -110,11 +128,25 @@ def apply_token_bitmask(logits: jax.Array, bitmask: jax.Array) -> jax.Array:
     return jnp.where(allowed, logits, -jnp.inf)
 
 
+def _top_logprobs(logprobs: jax.Array, s: SamplingInputs) -> TopLogprobs:
+    """Zeros unless a row asks: most steps skip the top-k over the vocabulary."""
+    B, K = logprobs.shape[0], min(MAX_TOP_LOGPROBS, logprobs.shape[-1])
+
+    def top(x):
+        values, ids = jax.lax.top_k(x, K)
+        return TopLogprobs(ids.astype(jnp.int32), values)
+
+    return jax.lax.cond(jnp.any(s.top_logprobs), top,
+                        lambda x: TopLogprobs(jnp.zeros((B, K), jnp.int32),
+                                              jnp.zeros((B, K), jnp.float32)), logprobs)
+
+
 def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,
-           bitmask: jax.Array | None = None) -> tuple[jax.Array, jax.Array, PenaltyState]:
-    """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, state with outputs counted).
-    A grammar `bitmask` ([B, ceil(V/32)] i32) bans tokens before anything else; steps without
-    one compile without it."""
+           bitmask: jax.Array | None = None
+           ) -> tuple[jax.Array, jax.Array, TopLogprobs, PenaltyState]:
+    """logits [B, V] f32 -> (tokens [B] i32, their logprobs [B] f32, the top alternatives,
+    state with outputs counted). A grammar `bitmask` ([B, ceil(V/32)] i32) bans tokens before
+    anything else; steps without one compile without it."""
     if bitmask is not None:
         logits = apply_token_bitmask(logits, bitmask)
     # Most batches use no penalty: skip the [B, V] gathers of the penalty state then.
@@ -123,6 +155,12 @@ def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,
                  | jnp.any(s.suppress_ids < logits.shape[-1]))
     logits = jax.lax.cond(penalized, lambda x: _apply_penalties(x, state, s), lambda x: x,
                           logits)
+    # Added last, so that -100 bans a token whatever the penalties did; a grammar's -inf stays.
+    batch_rows = jnp.arange(logits.shape[0])[:, None]
+    logits = jax.lax.cond(
+        jnp.any(s.bias_ids < logits.shape[-1]),
+        lambda x: x.at[batch_rows, s.bias_ids].add(s.bias_values, mode="drop"), lambda x: x,
+        logits)
     logprobs_all = jax.nn.log_softmax(logits, axis=-1)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     is_greedy = (s.temperature <= 0.0) | (s.top_k == 1)
@@ -146,4 +184,4 @@ def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,
     rows = jnp.where(s.counts_output, s.slot, dummy)
     counts = state.out_counts.at[rows, tokens].add(1).at[dummy].set(0)
     seen = state.seen.at[rows, tokens].set(True).at[dummy].set(False)
-    return tokens, logprobs, PenaltyState(seen, counts)
+    return tokens, logprobs, _top_logprobs(logprobs_all, s), PenaltyState(seen, counts)

@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxengine.runtime.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
+from jaxengine.sampling_params import MAX_LOGIT_BIAS
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
 from pallas_kernels.cascade_attention import MIN_PREFIX_TOKENS, MIN_SHARING_SEQS
 
@@ -176,6 +177,9 @@ class _SamplingArrays:
         self.reset = np.zeros(B, bool)
         self.counts_output = np.zeros(B, bool)
         self.suppress_ids = np.full((B, SUPPRESS_WIDTH), np.iinfo(np.int32).max, np.int32)
+        self.bias_ids = np.full((B, MAX_LOGIT_BIAS), np.iinfo(np.int32).max, np.int32)
+        self.bias_values = np.zeros((B, MAX_LOGIT_BIAS), np.float32)
+        self.top_logprobs = np.zeros(B, bool)
 
     def fill(self, i: int, e, eos_ids: list[int]) -> None:
         req, p = e.req, e.req.params
@@ -195,6 +199,11 @@ class _SamplingArrays:
             banned = list(p.stop_token_ids or []) + ([] if p.ignore_eos else list(eos_ids))
             banned = banned[:SUPPRESS_WIDTH]
             self.suppress_ids[i, :len(banned)] = banned
+        if p.logit_bias:
+            n = len(p.logit_bias)
+            self.bias_ids[i, :n] = [int(t) for t in p.logit_bias]
+            self.bias_values[i, :n] = list(p.logit_bias.values())
+        self.top_logprobs[i] = p.return_logprob and p.top_logprobs_num > 0
 
     def arrays(self) -> SamplingInputs:
         return SamplingInputs(**{f: getattr(self, f) for f in SamplingInputs._fields})

@@ -43,6 +43,9 @@ def _params(rng: random.Random, room: int) -> SamplingParams:
         kw.update(temperature=0, stop_token_ids=[rng.randrange(100, 200)], min_new_tokens=2)
     else:
         kw.update(temperature=0)
+    if rng.random() < 0.3:  # top alternatives and a logit bias take no program of their own
+        kw.update(return_logprob=True, top_logprobs_num=rng.randint(0, 20),
+                  logit_bias={rng.randrange(100, 200): rng.choice([-100.0, 5.0])})
     return SamplingParams(**kw)
 
 

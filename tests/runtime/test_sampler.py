@@ -20,14 +20,16 @@ def inputs(B: int, **over) -> SamplingInputs:
                 presence_penalty=np.zeros(B, np.float32), seed=np.arange(B, dtype=np.uint32),
                 sample_index=np.zeros(B, np.int32), slot=np.arange(B, dtype=np.int32),
                 reset=np.zeros(B, bool), counts_output=np.zeros(B, bool),
-                suppress_ids=np.full((B, 8), np.iinfo(np.int32).max, np.int32))
+                suppress_ids=np.full((B, 8), np.iinfo(np.int32).max, np.int32),
+                bias_ids=np.full((B, 4), np.iinfo(np.int32).max, np.int32),
+                bias_values=np.zeros((B, 4), np.float32), top_logprobs=np.zeros(B, bool))
     base.update({k: np.asarray(v, base[k].dtype) for k, v in over.items()})
     return SamplingInputs(**base)
 
 
 def test_greedy_picks_argmax():
     logits = np.random.default_rng(0).normal(size=(3, V)).astype(np.float32)
-    tokens, logprobs, _ = sample(jnp.asarray(logits), PenaltyState.zeros(3, V), inputs(3))
+    tokens, logprobs, _, _ = sample(jnp.asarray(logits), PenaltyState.zeros(3, V), inputs(3))
     assert np.asarray(tokens).tolist() == logits.argmax(-1).tolist()
     want = logits.max(-1) - np.log(np.exp(logits).sum(-1))
     np.testing.assert_allclose(np.asarray(logprobs), want, rtol=1e-5, atol=1e-5)
@@ -49,7 +51,7 @@ def test_penalties_match_hf_processors():
     ref = transformers.RepetitionPenaltyLogitsProcessor(1.3)(ids, torch.tensor(logits)).numpy()
     counts = np.bincount(outputs, minlength=V)
     ref = ref - 0.5 * counts - 0.25 * (counts > 0)
-    tokens, logprobs, _ = sample(jnp.asarray(logits), state, s)
+    tokens, logprobs, _, _ = sample(jnp.asarray(logits), state, s)
     assert int(tokens[0]) == int(ref.argmax())
     want = ref.max() - np.log(np.exp(ref).sum())
     np.testing.assert_allclose(float(logprobs[0]), want, rtol=1e-5)
@@ -60,7 +62,7 @@ def test_suppressed_ids_are_never_chosen():
     logits[0, 7] = 10.0
     suppress = np.full((1, 8), np.iinfo(np.int32).max, np.int32)
     suppress[0, 0] = 7
-    tokens, _, _ = sample(jnp.asarray(logits), PenaltyState.zeros(1, V),
+    tokens, *_ = sample(jnp.asarray(logits), PenaltyState.zeros(1, V),
                           inputs(1, suppress_ids=suppress))
     assert int(tokens[0]) != 7
 
@@ -70,7 +72,7 @@ def _draws(logits: np.ndarray, n: int, **over) -> np.ndarray:
     batch = np.repeat(logits[None], B, axis=0)
     s = inputs(B, temperature=np.full(B, over.pop("temperature", 1.0)), **{
         k: np.full(B, v) for k, v in over.items()})
-    tokens, _, _ = sample(jnp.asarray(batch), PenaltyState.zeros(B, V), s)
+    tokens, *_ = sample(jnp.asarray(batch), PenaltyState.zeros(B, V), s)
     return np.asarray(tokens)
 
 
@@ -123,3 +125,33 @@ def test_filter_from_the_best_candidates_equals_a_full_sort(monkeypatch):
         for i, (_, k, p, m) in enumerate(group):
             want = _numpy_filter(logits[i], k, p, m)
             assert np.array_equal(np.isfinite(got[i]), np.isfinite(want)), (group[i][1:], i)
+
+
+def test_logit_bias_bans_and_forces_and_shifts_the_logprobs():
+    logits = np.random.default_rng(4).normal(size=(3, V)).astype(np.float32)
+    best = logits.argmax(-1)
+    ids = np.full((3, 4), np.iinfo(np.int32).max, np.int32)
+    values = np.zeros((3, 4), np.float32)
+    ids[0, 0], values[0, 0] = best[0], -100.0   # ban the greedy token
+    ids[1, 0], values[1, 0] = 5, 100.0          # force token 5
+    ids[2, :2], values[2, :2] = [1, 2], [0.5, -0.25]
+    tokens, logprobs, _, _ = sample(jnp.asarray(logits), PenaltyState.zeros(3, V),
+                                    inputs(3, bias_ids=ids, bias_values=values))
+    assert int(tokens[0]) != best[0] and int(tokens[1]) == 5
+    biased = logits[2].copy()
+    biased[[1, 2]] += [0.5, -0.25]
+    want = biased - np.log(np.exp(biased - biased.max()).sum()) - biased.max()
+    np.testing.assert_allclose(float(logprobs[2]), want[int(tokens[2])], rtol=1e-5)
+
+
+def test_top_logprobs_are_the_best_tokens_and_off_unless_asked():
+    logits = np.random.default_rng(5).normal(size=(2, V)).astype(np.float32)
+    tokens, logprobs, top, _ = sample(jnp.asarray(logits), PenaltyState.zeros(2, V),
+                                      inputs(2, top_logprobs=[True, False]))
+    want = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    order = np.argsort(-want[0])[:20]
+    assert np.asarray(top.ids)[0].tolist() == order.tolist()
+    np.testing.assert_allclose(np.asarray(top.values)[0], want[0, order], rtol=1e-5)
+    assert float(top.values[0, 0]) == float(logprobs[0])  # greedy: the chosen token is best
+    _, _, off, _ = sample(jnp.asarray(logits), PenaltyState.zeros(2, V), inputs(2))
+    assert not np.asarray(off.values).any()

@@ -53,7 +53,9 @@ CHAT_ERRORS = [
     ({"messages": QUESTION, "presence_penalty": 3}, "presence_penalty"),
     ({"messages": QUESTION, "stop": [""]}, "stop"),
     ({"messages": QUESTION, "temperature": "hot"}, "temperature"),
-    ({"messages": QUESTION, "logprobs": True}, "logprobs"),
+    ({"messages": QUESTION, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"messages": QUESTION, "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": QUESTION, "logit_bias": {str(i): 1 for i in range(65)}}, "logit_bias"),
     ({"messages": [{"role": "user", "content": LONG}]}, "messages"),
     ({"messages": [{"role": "user", "content": LONG}], "stream": True}, "messages"),
     ({"messages": QUESTION, "max_tokens": 100_000}, "max_tokens"),
@@ -67,6 +69,8 @@ COMPLETION_ERRORS = [
     ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
     ({"prompt": "hi", "suffix": "x"}, "suffix"),
     ({"prompt": "hi", "min_p": 2}, "min_p"),
+    ({"prompt": "hi", "logprobs": 6}, "logprobs"),
+    ({"prompt": "hi", "logprobs": 1, "echo": True}, "echo"),
     ({"prompt": LONG, "stream": True}, "prompt"),
 ]
 GENERATE_ERRORS = [
@@ -83,6 +87,10 @@ GENERATE_ERRORS = [
     ({"text": "hi", "sampling_params": {"stop_token_ids": 5}}, "stop_token_ids"),
     ({"text": "hi", "sampling_params": {"n": 2}}, "sampling_params.n"),
     ({"text": ["a", "b"], "sampling_params": [{}]}, "sampling_params"),
+    ({"text": "hi", "return_logprob": True, "logprob_start_len": 0}, "logprob_start_len"),
+    ({"text": "hi", "return_logprob": True, "top_logprobs_num": 21}, "top_logprobs_num"),
+    ({"text": "hi", "sampling_params": {"logit_bias": {"x": 1}}}, "logit_bias"),
+    ({"text": "hi", "sampling_params": {"logit_bias": {"99999999": 1}}}, None),
 ]
 
 

@@ -132,19 +132,13 @@ def test_echo_with_a_stream(client: openai.OpenAI, model_name: str) -> None:
     assert "".join(c.choices[0].text for c in chunks).startswith(PROMPT)
 
 
-# -- logit_bias and logprobs: validated, not yet applied ---------------------------------------
+# -- logit_bias: validated (tests/server/test_logprobs.py checks what it does) ---------------
 
 @pytest.mark.parametrize("bias", [{"abc": 1}, {"-1": 1}, {"99999999": 1}, {"5": 101}])
 def test_bad_logit_bias_is_a_400(http: httpx.Client, bias: dict) -> None:
     response = http.post("/v1/completions", json={"prompt": PROMPT, "logit_bias": bias})
     assert response.status_code == 400 and response.json()["param"] == "logit_bias"
     assert "logit_bias" in response.json()["message"]
-
-
-def test_logprobs_are_refused_clearly(client: openai.OpenAI, model_name: str) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        client.completions.create(model=model_name, prompt=PROMPT, max_tokens=2, logprobs=2)
-    assert info.value.param == "logprobs"
 
 
 # -- /v1/tokenize, /v1/detokenize ------------------------------------------------------------
