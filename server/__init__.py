@@ -5,6 +5,7 @@ Modules, one job each:
     protocol.py            pydantic request/response bodies
     inputs.py              request -> token ids and sampling params, with the 400 checks
     generation.py          n choices / batched prompts as concurrent engine requests, SSE
+    logprobs.py            the engine's per-token logprobs in OpenAI's shapes
     openai_chat.py         POST /v1/chat/completions
     openai_completions.py  POST /v1/completions
     native.py              /generate, /health, /get_model_info, /get_server_info, /abort_request
