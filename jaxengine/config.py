@@ -79,8 +79,10 @@ class StructuredConfig:
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    tp_size: int = _opt(1, "Tensor parallel size.", flag="--tp-size", aliases=("--tp",))
-    dp_size: int = _opt(1, "Data parallel size.", flag="--dp-size", aliases=("--dp",))
+    tp_size: int = _opt(1, "Tensor parallel size: devices one model copy is sharded over.",
+                        flag="--tp-size", aliases=("--tp",))
+    dp_size: int = _opt(1, "Data parallel size: independent replicas (tp devices each) behind "
+                        "a prefix-aware request balancer.", flag="--dp-size", aliases=("--dp",))
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,8 @@ class EngineConfig:
              "--max-total-tokens must hold at least one page"),
             (c.server.max_queued_requests is None or c.server.max_queued_requests >= 0,
              "--max-queued-requests must be >= 0"),
-            (c.parallel.tp_size == 1, "--tp-size > 1 is not supported yet (tensor parallelism "
-             "is tracked in its own issue); use --tp-size 1"),
-            (c.parallel.dp_size == 1, "--dp-size > 1 is not supported yet (data parallelism "
-             "is tracked in its own issue); use --dp-size 1"),
+            (c.parallel.tp_size >= 1, "--tp-size must be >= 1"),
+            (c.parallel.dp_size >= 1, "--dp-size must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -91,13 +91,16 @@ def eos_token_ids(hf_config: dict[str, Any], tokenizer) -> set[int]:
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, mesh=None, checkpoint=None):
+        """`mesh`: this replica's ("tp",) devices (None: the default device); `checkpoint`:
+        one already loaded (data-parallel replicas share it)."""
         from jaxengine.models.checkpoint import load_checkpoint
         from jaxengine.runtime.model_runner import ModelRunner
 
-        checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
+        if checkpoint is None:
+            checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
         self.tokenizer = checkpoint.tokenizer
-        self.runner = ModelRunner(config, checkpoint)
+        self.runner = ModelRunner(config, checkpoint, mesh)
         if not config.server.skip_server_warmup:
             self.runner.warmup()
         self.eos_ids = eos_token_ids(checkpoint.hf_config, self.tokenizer)
@@ -316,7 +319,9 @@ def run_engine_core(config: EngineConfig, conn) -> None:
     # JAX reports every backend it could not find (TPU on a GPU box, ...) at INFO.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
-        core = EngineCore(config)
+        from jaxengine.parallel.data_parallel import make_core
+
+        core = make_core(config)
         info = core.info()
     except Exception as e:  # start-up failures go back to the client as a clear error
         log.error("engine core failed to start:\n%s", traceback.format_exc())
@@ -351,6 +356,8 @@ def run_engine_core(config: EngineConfig, conn) -> None:
 
 
 def _abort_all(core: EngineCore) -> list[TokenOutput]:
+    if hasattr(core, "replicas"):  # a DataParallelCore: every replica's requests
+        return [out for replica in core.replicas for out in _abort_all(replica)]
     core._in_flight = None
     rids = [r.rid for r in list(core.scheduler.running) + list(core.scheduler.waiting)]
     return [out for rid in rids if (out := core.abort(rid)) is not None]

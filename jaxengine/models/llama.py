@@ -100,7 +100,7 @@ class DecoderLayers(nnx.Module):
 
 def _layer(a: LlamaArch, p: dict[str, jax.Array], x: jax.Array, cache: KVCache,
            layer: jax.Array, positions: jax.Array, meta: AttentionMetadata,
-           inv_freq: jax.Array, attention_backend: str) -> tuple[jax.Array, KVCache]:
+           inv_freq: jax.Array, attention_backend: str, mesh=None) -> tuple[jax.Array, KVCache]:
     """One decoder layer on x [T, D]; p holds this layer's parameters (layer axis removed)."""
     T = x.shape[0]
     h = rms_norm(x, p["input_norm"], a.rms_norm_eps)
@@ -115,7 +115,8 @@ def _layer(a: LlamaArch, p: dict[str, jax.Array], x: jax.Array, cache: KVCache,
         k = rms_norm(k, p["k_norm"], a.rms_norm_eps)
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
     attn, cache = paged_attention(q, k, v, cache, layer, meta, sm_scale=a.head_dim ** -0.5,
-                                  sliding_window=a.sliding_window, backend=attention_backend)
+                                  sliding_window=a.sliding_window, backend=attention_backend,
+                                  mesh=mesh)
     x = x + attn.reshape(T, -1) @ p["o_proj"]
     h = rms_norm(x, p["post_attention_norm"], a.rms_norm_eps)
     x = x + (jax.nn.silu(h @ p["gate_proj"]) * (h @ p["up_proj"])) @ p["down_proj"]
@@ -126,10 +127,13 @@ class LlamaForCausalLM(nnx.Module):
     """forward(tokens, positions, cache, meta) -> (hidden [T, D], cache); logits(hidden)."""
 
     def __init__(self, arch: LlamaArch, dtype: jnp.dtype = jnp.float32,
-                 rngs: nnx.Rngs | None = None, attention_backend: str = "auto"):
+                 rngs: nnx.Rngs | None = None, attention_backend: str = "auto", mesh=None):
         rngs = rngs or nnx.Rngs(0)
         self.arch = arch
         self.attention_backend = attention_backend  # see jaxengine/runtime/attention.py
+        # A tensor-parallel ("tp",) mesh: GSPMD shards the jnp code by itself, but Pallas
+        # kernels are opaque to it and must run per device (attention.py); None: one device.
+        self.attention_mesh = mesh
         self.embed = _param(rngs, (arch.vocab_size, arch.hidden_size), dtype)
         self.layers = DecoderLayers(arch, dtype, rngs)
         self.norm = nnx.Param(jnp.ones((arch.hidden_size,), dtype))
@@ -150,7 +154,7 @@ class LlamaForCausalLM(nnx.Module):
             x, cache = carry
             layer, params = xs
             x, cache = _layer(a, params, x, cache, layer, positions, meta, inv_freq,
-                              self.attention_backend)
+                              self.attention_backend, self.attention_mesh)
             return (x, cache), None
 
         layer_ids = jnp.arange(a.num_layers, dtype=jnp.int32)

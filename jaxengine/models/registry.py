@@ -36,11 +36,15 @@ def arch_from_hf_config(hf_config: dict[str, Any]):
 
 
 def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarray]],
-                dtype: jnp.dtype, attention_backend: str = "auto") -> nnx.Module:
-    """Place checkpoint tensors (HF names, numpy) into a model of `dtype`; no random init."""
+                dtype: jnp.dtype, attention_backend: str = "auto", tp=None) -> nnx.Module:
+    """Place checkpoint tensors (HF names, numpy) into a model of `dtype`; no random init.
+    `tp` (a jaxengine.parallel.TensorParallel) pads heads and places each tensor in its
+    sharding, slice by slice; None keeps everything on the default device."""
     arch_cls, model_cls, table = lookup(hf_config)
-    arch = arch_cls.from_hf_config(hf_config)
-    model = nnx.eval_shape(lambda: model_cls(arch, dtype, attention_backend=attention_backend))
+    arch = arch_cls.from_hf_config(tp.model_config(hf_config) if tp else hf_config)
+    mesh = tp.mesh if tp else None
+    model = nnx.eval_shape(lambda: model_cls(arch, dtype, attention_backend=attention_backend,
+                                             mesh=mesh))
     wanted = {path: var for path, var in _params(model)}
     stacked: dict[str, np.ndarray] = {}
     for name, array in tensors:
@@ -51,15 +55,17 @@ def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarr
         array = np.asarray(array, np.float32)
         if transpose:
             array = array.T
+        if tp is not None:
+            array = tp.transform(path, array)
         if layer is None:
-            _set(wanted.pop(path), path, array, dtype)
+            _set(wanted.pop(path), path, array, dtype, tp)
             continue
         var = wanted[path]
         buf = stacked.setdefault(path, np.zeros(var.shape, np.float32))
         _check_shape(path, buf[layer].shape, array.shape)
         buf[layer] = array
     for path, buf in stacked.items():
-        _set(wanted.pop(path), path, buf, dtype)
+        _set(wanted.pop(path), path, buf, dtype, tp)
     missing = sorted(wanted)
     if missing:
         raise ValueError(f"checkpoint lacks parameters for {missing}")
@@ -86,6 +92,6 @@ def _check_shape(path: str, want: tuple[int, ...], got: tuple[int, ...]) -> None
         raise ValueError(f"parameter {path}: checkpoint shape {got} != model shape {want}")
 
 
-def _set(var: nnx.Param, path: str, array: np.ndarray, dtype: jnp.dtype) -> None:
+def _set(var: nnx.Param, path: str, array: np.ndarray, dtype: jnp.dtype, tp) -> None:
     _check_shape(path, var.shape, array.shape)
-    var.set_value(jnp.asarray(array, dtype))
+    var.set_value(jnp.asarray(array, dtype) if tp is None else tp.place(path, array, dtype))

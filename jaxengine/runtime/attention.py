@@ -93,20 +93,52 @@ _CASCADE_IMPL = {"reference": ("reference", False), "pallas-gpu": ("gpu", False)
 def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, layer: jax.Array,
                     meta: AttentionMetadata, *, sm_scale: float,
                     sliding_window: int | None = None, soft_cap: float | None = None,
-                    backend: str = "auto") -> tuple[jax.Array, KVCache]:
+                    backend: str = "auto", mesh=None) -> tuple[jax.Array, KVCache]:
     """q [T, N, H], new k/v [T, K, H] -> (attention output [T, N, H], cache with k/v stored).
-    `backend` is one of BACKENDS (see the module docstring)."""
+    `backend` is one of BACKENDS (see the module docstring); `mesh` a tensor-parallel
+    ("tp",) mesh the arrays are sharded over, or None."""
     cache = write_kv(cache, layer, k, v, meta.slots)
     impl = resolve_backend(backend, page_size=cache.k.shape[2], head_dim=cache.k.shape[-1])
     args = (q, cache.k, cache.v, meta.kv_lens, meta.page_indices, meta.cu_q_lens, meta.num_seqs)
     prefix = getattr(meta, "shared_prefix", None)
+    attend = functools.partial(_attend, impl, sm_scale=sm_scale, soft_cap=soft_cap,
+                               sliding_window=sliding_window)
+    if mesh is None or impl == "reference":
+        return attend(*args, layer, prefix), cache
+    return _per_device(attend, mesh, args, layer, prefix), cache
+
+
+def _per_device(attend, mesh, args, layer, prefix) -> jax.Array:
+    """Run a Pallas attention under shard_map: on each device, its query heads against its KV
+    heads when the pool is split by KV head; otherwise (KV replicated) every device computes
+    all heads, as the kernels need whole GQA groups."""
+    from jax.sharding import PartitionSpec as P
+
+    tp = mesh.shape["tp"]
+    split = args[1].shape[3] % tp == 0
+    heads = P(None, "tp", None) if split else P()
+    pages = P(None, None, None, "tp", None) if split else P()
+    specs = (heads, pages, pages, P(), P(), P(), P(), P())
+    if prefix is None:
+        fn = jax.shard_map(lambda *a: attend(*a, None), mesh=mesh, in_specs=specs,
+                           out_specs=heads, check_vma=False)
+        return fn(*args, layer)
+    fn = jax.shard_map(attend, mesh=mesh, in_specs=(*specs, P()), out_specs=heads,
+                       check_vma=False)
+    return fn(*args, layer, prefix)
+
+
+def _attend(impl: str, q, k_pages, v_pages, kv_lens, page_indices, cu_q_lens, num_seqs, layer,
+            prefix, *, sm_scale: float, soft_cap: float | None,
+            sliding_window: int | None) -> jax.Array:
+    args = (q, k_pages, v_pages, kv_lens, page_indices, cu_q_lens, num_seqs)
 
     def plain():
         return ragged_attention_fn(impl)(*args, layer=layer, sm_scale=sm_scale,
                                          soft_cap=soft_cap, sliding_window=sliding_window)
 
     if prefix is None or sliding_window is not None:
-        return plain(), cache
+        return plain()
     kernel, interpret = _CASCADE_IMPL[impl]
 
     def cascade():
@@ -115,4 +147,4 @@ def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, la
                                  impl=kernel, interpret=interpret)
 
     # Steps without a prefix worth sharing (length 0) take the plain kernel in the same program.
-    return jax.lax.cond(prefix.length[0] > 0, cascade, plain), cache
+    return jax.lax.cond(prefix.length[0] > 0, cascade, plain)

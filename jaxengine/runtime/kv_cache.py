@@ -21,9 +21,12 @@ class KVCache(NamedTuple):
 
     @staticmethod
     def zeros(num_layers: int, num_pages: int, page_size: int, num_kv_heads: int,
-              head_dim: int, dtype: jnp.dtype) -> KVCache:
+              head_dim: int, dtype: jnp.dtype, sharding=None) -> KVCache:
+        """`sharding`: where the pool lives (created in place, shard by shard); None: the
+        default device."""
         shape = (num_layers, num_pages, page_size, num_kv_heads, head_dim)
-        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        return KVCache(jnp.zeros(shape, dtype, device=sharding),
+                       jnp.zeros(shape, dtype, device=sharding))
 
 
 def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: jnp.dtype) -> int:

@@ -11,10 +11,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from jaxengine.config import EngineConfig, compilation_cache_dir
 from jaxengine.models.registry import arch_from_hf_config, build_model
+from jaxengine.parallel import TensorParallel
 from jaxengine.runtime.attention import resolve_backend
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
 from jaxengine.runtime.sampler import PenaltyState, TopLogprobs, record_tokens, sample
@@ -46,17 +48,22 @@ def enable_compilation_cache(directory: str | None) -> None:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, checkpoint):
+    def __init__(self, config: EngineConfig, checkpoint, mesh: Mesh | None = None):
+        """`mesh`: the ("tp",) devices of this replica (jaxengine.parallel); None: the default
+        device, with no sharding anywhere (the single-device programs are unchanged)."""
         enable_compilation_cache(config.server.compilation_cache_dir)
-        self.device = jax.devices()[0]
+        self.device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
         self.platform = self.device.platform
-        log.info("running on %s (%s)", self.device.device_kind, self.platform)
+        log.info("running on %s (%s)%s", self.device.device_kind, self.platform,
+                 "" if mesh is None else f", tensor parallel over {mesh.size} device(s)")
         self.dtype = resolve_dtype(config.model.dtype, self.platform)
         self.arch = arch_from_hf_config(checkpoint.hf_config)
+        self.tp = None if mesh is None else TensorParallel.for_model(
+            mesh, checkpoint.hf_config, self.arch)
         self.context_length = self._context_length(config)
         t0 = time.perf_counter()
         model = build_model(checkpoint.hf_config, checkpoint.tensors(), self.dtype,
-                            config.model.attention_backend)
+                            config.model.attention_backend, tp=self.tp)
         log.info("weights placed in %.1fs", time.perf_counter() - t0)
         self.graphdef, self.state = nnx.split(model)
         self.page_size = config.cache.page_size
@@ -74,14 +81,19 @@ class ModelRunner:
             attention_budget=max(ATTENTION_BUDGET, self.max_context),
             pages_follow_context=backend == "reference", cascade=backend != "reference")
         self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
-                                   a.head_dim, self.dtype)
+                                   a.head_dim, self.dtype,
+                                   None if self.tp is None else self.tp.kv_sharding)
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
         # The last step's sampled tokens, kept on device for the next step (overlap).
         self.prev_tokens = jnp.zeros(self.buckets.seqs, jnp.int32)
+        if self.tp is not None:  # small per-request state: a copy on every device
+            self.penalties, self.prev_tokens = jax.device_put(
+                (self.penalties, self.prev_tokens), self.tp.replicated)
         # A step is two programs, the forward (one per bucket) and sampling (one per sequence
         # bucket): under a grammar the host builds the bitmask while the forward runs, and
         # sampling needs no copy per token bucket.
-        self._forward = jax.jit(partial(_forward, self.graphdef), donate_argnums=(1, 2))
+        self._forward = jax.jit(partial(_forward, self.graphdef, tp=self.tp),
+                                donate_argnums=(1, 2))
         self._sample = jax.jit(_sample, donate_argnums=(1, 2))
 
     def _context_length(self, config: EngineConfig) -> int:
@@ -104,10 +116,13 @@ class ModelRunner:
         stats = self.device.memory_stats() if self.platform != "cpu" else None
         if not stats or "bytes_limit" not in stats:
             return CPU_DEFAULT_TOTAL_TOKENS
-        weights = sum(x.nbytes for x in jax.tree.leaves(self.state))
+        # Per device: each holds its shards of the weights (and of the pool, split by KV head).
+        weights = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(self.state))
         free = stats["bytes_limit"] * fraction - weights
         a = self.arch
         per_token = bytes_per_token(a.num_layers, a.num_kv_heads, a.head_dim, self.dtype)
+        if self.tp is not None and self.tp.kv_sharded:
+            per_token //= self.tp.tp
         if free < per_token * self.context_length:
             raise ValueError("not enough accelerator memory for a KV pool of one context; "
                              "raise --mem-fraction-static or lower --context-length")
@@ -133,7 +148,8 @@ class ModelRunner:
                     T, B, Pb, max_seqs=self.max_seqs, cascade=self.buckets.cascade)))
             for B in seq_buckets:
                 sampling = padding_step_inputs(B, B, 1, max_seqs=self.max_seqs).sampling
-                logits = jax.ShapeDtypeStruct((B, self.arch.vocab_size), jnp.float32)
+                logits = jax.ShapeDtypeStruct((B, self.arch.vocab_size), jnp.float32,
+                                              sharding=self.tp and self.tp.replicated)
                 for mask in (None, jax.ShapeDtypeStruct((B, words), jnp.int32)):
                     compile_async(self._sample.lower(logits, self.penalties, self.prev_tokens,
                                                      sampling, mask))
@@ -164,7 +180,7 @@ class ModelRunner:
 
 
 def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
-             inputs: StepInputs):
+             inputs: StepInputs, *, tp: TensorParallel | None = None):
     model = nnx.merge(graphdef, state)
     fed = jnp.where(inputs.prev_index >= 0, prev_tokens[jnp.maximum(inputs.prev_index, 0)],
                     inputs.tokens)                                             # [T]
@@ -172,6 +188,11 @@ def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_toke
                               inputs.token_is_output)
     hidden, cache = model(fed, inputs.positions, cache, inputs.meta)          # [T, D]
     logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
+    if tp is not None:
+        # Pinned so that the pool is donated in place, and so that sampling (its own program,
+        # compiled at warm-up for replicated logits) sees the sharding it was compiled for.
+        cache = jax.lax.with_sharding_constraint(cache, tp.kv_sharding)
+        logits = jax.lax.with_sharding_constraint(logits, tp.replicated)
     return logits, cache, penalties
 
 

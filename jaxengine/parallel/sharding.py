@@ -1,0 +1,132 @@
+"""Tensor-parallel sharding rules for the Llama parameter tree and the KV pool.
+
+Megatron layout over the mesh axis "tp": q/k/v and MLP gate/up are column-parallel (output
+features split), o and down row-parallel (input features split, XLA inserts the all-reduce),
+embedding and LM head vocab-parallel, the KV pool split by KV head. GSPMD propagates the rest,
+so the model code stays written for one device.
+
+Head counts that tp does not divide:
+- query heads are padded per KV group with zero heads (zero q columns, zero o rows) to the
+  smallest group size G' with K * G' divisible by tp. A zero row of o_proj drops whatever the
+  padded head attends to, so the output is exact; the cost is (G' - G) / G more attention.
+  The default model (9 heads, 3 KV heads) runs 12 heads under tp=2 and tp=4, none under tp=3.
+- KV heads are sharded when tp divides them, else every device holds all of them (the KV pool
+  is then replicated: tp buys no KV capacity, only weight memory and matmul time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxengine.parallel.mesh import TP
+
+# Our parameter paths (layers carry a leading layer axis) -> the axis split over "tp".
+_COLUMN = {"layers.q_proj": 2, "layers.gate_proj": 2, "layers.up_proj": 2, "layers.q_bias": 1}
+_KV = {"layers.k_proj": 2, "layers.v_proj": 2, "layers.k_bias": 1, "layers.v_bias": 1}
+_ROW = {"layers.o_proj": 1, "layers.down_proj": 1}
+_VOCAB = {"embed": 0, "lm_head": 1}
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """How one model is laid out over a ("tp",) mesh."""
+
+    mesh: Mesh
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+
+    @classmethod
+    def for_model(cls, mesh: Mesh, hf_config: dict[str, Any], arch) -> TensorParallel:
+        tp = mesh.shape[TP]
+        if tp > arch.num_heads:
+            raise ValueError(f"--tp-size {tp} exceeds the model's {arch.num_heads} attention "
+                             "heads; use at most that many")
+        if arch.intermediate_size % tp:
+            raise ValueError(f"--tp-size {tp} does not divide the model's MLP intermediate "
+                             f"size {arch.intermediate_size}")
+        return cls(mesh, arch.num_heads, arch.num_kv_heads, arch.head_dim, arch.vocab_size)
+
+    @property
+    def tp(self) -> int:
+        return self.mesh.shape[TP]
+
+    @property
+    def group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    @property
+    def padded_group(self) -> int:
+        g = self.group
+        while (self.num_kv_heads * g) % self.tp:
+            g += 1
+        return g
+
+    @property
+    def padded_heads(self) -> int:
+        return self.num_kv_heads * self.padded_group
+
+    @property
+    def kv_sharded(self) -> bool:
+        return self.num_kv_heads % self.tp == 0
+
+    def model_config(self, hf_config: dict[str, Any]) -> dict[str, Any]:
+        """The HF config of the model as built: padded query heads, same head dim."""
+        return {**hf_config, "num_attention_heads": self.padded_heads,
+                "head_dim": self.head_dim, "num_key_value_heads": self.num_kv_heads}
+
+    def transform(self, path: str, array: np.ndarray) -> np.ndarray:
+        """Pad one layer's query-head tensors (our layout, layer axis not yet added)."""
+        if self.padded_group == self.group or path not in (
+                "layers.q_proj", "layers.q_bias", "layers.o_proj"):
+            return array
+        K, G, H = self.num_kv_heads, self.group, self.head_dim
+        pad = self.padded_group - G
+        if path == "layers.o_proj":                       # [N*H, D] -> [K*G'*H, D]
+            x = array.reshape(K, G, H, -1)
+            return np.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(-1, array.shape[-1])
+        lead = array.shape[:-1]                           # q_proj [D, N*H], q_bias [N*H]
+        x = array.reshape(*lead, K, G, H)
+        widths = [(0, 0)] * len(lead) + [(0, 0), (0, pad), (0, 0)]
+        return np.pad(x, widths).reshape(*lead, -1)
+
+    def spec(self, path: str, ndim: int) -> P:
+        axis = _COLUMN.get(path, _ROW.get(path))
+        if path in _KV and self.kv_sharded:
+            axis = _KV[path]
+        if path in _VOCAB and self.vocab_size % self.tp == 0:
+            axis = _VOCAB[path]
+        if axis is None:
+            return P()
+        return P(*(TP if i == axis else None for i in range(ndim)))
+
+    def sharding(self, path: str, ndim: int) -> NamedSharding:
+        return NamedSharding(self.mesh, self.spec(path, ndim))
+
+    def place(self, path: str, array: np.ndarray, dtype: jnp.dtype) -> jax.Array:
+        """A global array in its sharding: each device receives (and converts) only its slice,
+        so no device ever holds a whole sharded weight."""
+        sharding = self.sharding(path, array.ndim)
+        return jax.make_array_from_callback(
+            array.shape, sharding, lambda index: np.asarray(array[index], dtype))
+
+    @property
+    def kv_spec(self) -> P:
+        """The KV pool [L, P, S, K, H]: split by KV head, or replicated."""
+        return P(None, None, None, TP, None) if self.kv_sharded else P()
+
+    @property
+    def kv_sharding(self) -> NamedSharding:
+        return NamedSharding(self.mesh, self.kv_spec)
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())

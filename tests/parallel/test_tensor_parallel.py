@@ -1,0 +1,94 @@
+"""Tensor and data parallelism on 8 virtual CPU devices, each case in a fresh interpreter
+(the device count is fixed when JAX starts, and the suite's JAX is already up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(model: str, layouts: list, *extra: str, timeout: float = 600) -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "tests.parallel.tp_script", model,
+                           json.dumps(layouts), *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory, default_checkpoint) -> str:
+    """A tiny Llama (4 heads, 2 KV heads) with weights large enough that greedy decoding
+    varies from token to token: a sharding bug then changes the output."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path_factory.mktemp("tp-llama")
+    V, D, F, L, N, K, H = len(default_checkpoint.tokenizer), 64, 128, 2, 4, 2, 16
+    rng = np.random.default_rng(0)
+    tensors = {"model.embed_tokens.weight": rng.normal(0, 1.0, (V, D)),
+               "model.norm.weight": np.ones(D)}
+    for i in range(L):
+        p = f"model.layers.{i}."
+        shapes = {"self_attn.q_proj": (N * H, D), "self_attn.k_proj": (K * H, D),
+                  "self_attn.v_proj": (K * H, D), "self_attn.o_proj": (D, N * H),
+                  "mlp.gate_proj": (F, D), "mlp.up_proj": (F, D), "mlp.down_proj": (D, F)}
+        for name, shape in shapes.items():
+            tensors[p + name + ".weight"] = rng.normal(0, 0.3, shape)
+        tensors[p + "input_layernorm.weight"] = np.ones(D)
+        tensors[p + "post_attention_layernorm.weight"] = np.ones(D)
+    save_file({k: v.astype(np.float32) for k, v in tensors.items()},
+              str(path / "model.safetensors"))
+    config = {"architectures": ["LlamaForCausalLM"], "vocab_size": V, "hidden_size": D,
+              "intermediate_size": F, "num_hidden_layers": L, "num_attention_heads": N,
+              "num_key_value_heads": K, "max_position_embeddings": 1024,
+              "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
+              "eos_token_id": default_checkpoint.tokenizer.eos_token_id}
+    (path / "config.json").write_text(json.dumps(config))
+    default_checkpoint.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir):
+    r = run_script(random_model_dir, [[1, 1], [2, 1], [4, 1], [1, 2], [2, 2], [2, 1, "compile"],
+                                      [16, 1, "errors"], [4, 4, "errors"], [3, 1, "errors"],
+                                      [8, 1, "errors"]])
+    want = r["1x1"]["tokens"]
+    assert all(len(set(t)) > 2 for t in want), want   # the test can tell layouts apart
+    for layout in ("2x1", "4x1", "1x2", "2x2", "2x1-compile"):
+        assert r[layout]["tokens"] == want, layout
+    tp2, tp4 = r["2x1"], r["4x1"]
+    assert "'tp'" in tp2["q_spec"] and tp2["q_device_bytes"] * 2 == tp2["q_bytes"]
+    assert tp2["devices"] == [0, 1]
+    # 2 KV heads: split over tp=2, replicated over tp=4.
+    assert "'tp'" in tp2["kv_spec"] and tp2["kv_device_bytes"] * 2 == tp2["kv_bytes"]
+    assert tp4["kv_spec"] == "P()" and tp4["kv_device_bytes"] == tp4["kv_bytes"]
+    assert tp4["q_device_bytes"] * 4 == tp4["q_bytes"]
+    # Norms stay whole, everything else splits: well under half the bytes per device.
+    assert tp2["weights_device_bytes"] < 0.55 * tp2["weights_bytes"]
+    assert r["1x2"]["replica_devices"] == [[0], [1]]
+    assert r["2x2"]["replica_devices"] == [[0, 1], [2, 3]]
+    # Warm-up compiled every sharded program: serving compiled nothing.
+    assert r["2x1-compile"]["compiles"] == 0
+    assert "needs 16 devices, but only 8 cpu" in r["16x1-errors"]["error"]
+    assert "needs 16 devices" in r["4x4-errors"]["error"]
+    assert "does not divide the model's MLP intermediate size 128" in r["3x1-errors"]["error"]
+    assert "exceeds the model's 4 attention heads" in r["8x1-errors"]["error"]
+
+
+def test_default_model_tp2_dp2_equals_one_device():
+    """9 query heads / 3 KV heads: tp=2 pads to 12 heads and replicates the KV heads."""
+    r = run_script("default", [[1, 1], [2, 2]], "auto", "6")
+    assert r["2x2"]["tokens"] == r["1x1"]["tokens"]
+    layers, hidden = 30, 576
+    assert r["2x2"]["q_bytes"] == layers * hidden * (hidden * 12 // 9) * 4  # padded heads
+    assert r["2x2"]["kv_spec"] == "P()"
