@@ -70,6 +70,12 @@ class CoreClient:
         if live:
             self._send(("abort", rid))
 
+    @property
+    def alive(self) -> bool:
+        """False once the core process is gone (crashed, killed or shut down)."""
+        with self._sinks_lock:
+            return not self._closed
+
     def live_request_ids(self) -> list[str]:
         """Requests submitted and not yet finished."""
         with self._sinks_lock:

@@ -73,6 +73,11 @@ class Engine:
         """The flat config, start-up facts and live counters (queue, cache hit rate, ...)."""
         return {**self.config.flat(), **self.core_info, **self._client.call("stats")}
 
+    @property
+    def alive(self) -> bool:
+        """False once the engine-core process is gone: nothing can be generated any more."""
+        return self._client.alive
+
     def check_integrity(self) -> str:
         """"" when every KV page is free, cached or owned by one running request; else why."""
         return self._client.call("check_integrity")

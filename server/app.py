@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import metrics, native, openai_chat, openai_completions, tokenize
+from . import metrics, native, openai_chat, openai_completions, router_endpoints, tokenize
 from .auth import APIKeyMiddleware
 from .errors import APIError, document_400s, install_error_handlers
 from .generation import ClientDisconnected
@@ -49,6 +49,7 @@ def create_app(engine: Any) -> FastAPI:
     app.include_router(openai_chat.router)
     app.include_router(openai_completions.router)
     app.include_router(native.router)
+    app.include_router(router_endpoints.router)
     app.include_router(tokenize.router)
     if flags.enable_metrics:
         app.state.metrics = metrics.ServerMetrics(engine, engine.served_model_name)

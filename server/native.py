@@ -43,9 +43,10 @@ def json_safe(value: Any) -> Any:
 
 
 @router.get("/health")
-async def health() -> Response:
-    """200 once the engine is loaded (before that, `lifecycle.Starting` answers 503)."""
-    return Response(status_code=200)
+async def health(raw: Request) -> Response:
+    """200 once the engine is loaded (before that, `lifecycle.Starting` answers 503); 503 if
+    its engine core has died, so a load balancer stops sending work to this server."""
+    return Response(status_code=200 if raw.app.state.engine.alive else 503)
 
 
 @router.get("/health_generate")
@@ -76,6 +77,9 @@ async def get_server_info(raw: Request) -> JSONResponse:
     info = await asyncio.to_thread(engine.get_server_info)
     if info.get("api_key"):
         info["api_key"] = "<set>"  # never echo the secret
+    # The name the server answers to, not the flag (None by default): SGLang's router takes
+    # its model id from here.
+    info["served_model_name"] = engine.served_model_name
     # "ok", or which page went missing: what leak tests (and operators) look at.
     info["kv_cache_integrity"] = await asyncio.to_thread(engine.check_integrity) or "ok"
     return JSONResponse(json_safe(info))
