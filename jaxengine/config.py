@@ -83,6 +83,11 @@ class ParallelConfig:
                         flag="--tp-size", aliases=("--tp",))
     dp_size: int = _opt(1, "Data parallel size: independent replicas (tp devices each) behind "
                         "a prefix-aware request balancer.", flag="--dp-size", aliases=("--dp",))
+    nnodes: int = _opt(1, "Processes (hosts) one JAX mesh spans; node 0 serves HTTP and the "
+                       "others replay its steps.")
+    node_rank: int = _opt(0, "This process's rank among --nnodes.")
+    dist_init_addr: str | None = _opt(
+        None, "HOST:PORT of node 0 for jax.distributed (the next port carries the steps).")
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,11 @@ class EngineConfig:
              "--max-queued-requests must be >= 0"),
             (c.parallel.tp_size >= 1, "--tp-size must be >= 1"),
             (c.parallel.dp_size >= 1, "--dp-size must be >= 1"),
+            (c.parallel.nnodes >= 1, "--nnodes must be >= 1"),
+            (0 <= c.parallel.node_rank < c.parallel.nnodes,
+             "--node-rank must be in [0, --nnodes)"),
+            (c.parallel.nnodes == 1 or _host_port(c.parallel.dist_init_addr),
+             "--nnodes > 1 needs --dist-init-addr HOST:PORT (node 0's address)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -163,6 +173,11 @@ class EngineConfig:
 
     def flat(self) -> dict[str, Any]:
         return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
+
+
+def _host_port(address: str | None) -> bool:
+    host, _, port = (address or "").rpartition(":")
+    return bool(host) and port.isdigit()
 
 
 def _flag(f: dataclasses.Field) -> str:

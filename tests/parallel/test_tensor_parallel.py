@@ -9,9 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,42 +23,10 @@ def run_script(model: str, layouts: list, *extra: str, timeout: float = 600) -> 
     return json.loads(lines[-1][len("RESULT "):])
 
 
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory, default_checkpoint) -> str:
-    """A tiny Llama (4 heads, 2 KV heads) with weights large enough that greedy decoding
-    varies from token to token: a sharding bug then changes the output."""
-    from safetensors.numpy import save_file
-
-    path = tmp_path_factory.mktemp("tp-llama")
-    V, D, F, L, N, K, H = len(default_checkpoint.tokenizer), 64, 128, 2, 4, 2, 16
-    rng = np.random.default_rng(0)
-    tensors = {"model.embed_tokens.weight": rng.normal(0, 1.0, (V, D)),
-               "model.norm.weight": np.ones(D)}
-    for i in range(L):
-        p = f"model.layers.{i}."
-        shapes = {"self_attn.q_proj": (N * H, D), "self_attn.k_proj": (K * H, D),
-                  "self_attn.v_proj": (K * H, D), "self_attn.o_proj": (D, N * H),
-                  "mlp.gate_proj": (F, D), "mlp.up_proj": (F, D), "mlp.down_proj": (D, F)}
-        for name, shape in shapes.items():
-            tensors[p + name + ".weight"] = rng.normal(0, 0.3, shape)
-        tensors[p + "input_layernorm.weight"] = np.ones(D)
-        tensors[p + "post_attention_layernorm.weight"] = np.ones(D)
-    save_file({k: v.astype(np.float32) for k, v in tensors.items()},
-              str(path / "model.safetensors"))
-    config = {"architectures": ["LlamaForCausalLM"], "vocab_size": V, "hidden_size": D,
-              "intermediate_size": F, "num_hidden_layers": L, "num_attention_heads": N,
-              "num_key_value_heads": K, "max_position_embeddings": 1024,
-              "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
-              "eos_token_id": default_checkpoint.tokenizer.eos_token_id}
-    (path / "config.json").write_text(json.dumps(config))
-    default_checkpoint.tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir):
     r = run_script(random_model_dir, [[1, 1], [2, 1], [4, 1], [1, 2], [2, 2], [2, 1, "compile"],
                                       [16, 1, "errors"], [4, 4, "errors"], [3, 1, "errors"],
-                                      [8, 1, "errors"]])
+                                      [8, 1, "errors"], [1, 2, "prefix"]])
     want = r["1x1"]["tokens"]
     assert all(len(set(t)) > 2 for t in want), want   # the test can tell layouts apart
     for layout in ("2x1", "4x1", "1x2", "2x2", "2x1-compile"):
@@ -83,6 +48,11 @@ def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir):
     assert "needs 16 devices" in r["4x4-errors"]["error"]
     assert "does not divide the model's MLP intermediate size 128" in r["3x1-errors"]["error"]
     assert "exceeds the model's 4 attention heads" in r["8x1-errors"]["error"]
+    # dp: a request goes to the replica whose radix cache holds its prefix.
+    routing = r["1x2-prefix"]
+    assert routing["replica"] == {"p1": 0, "q1": 1, "q2": 1, "p2": 0}, routing
+    assert routing["cached"]["q2"] == routing["cached"]["p2"] == 48
+    assert routing["routed_by_prefix"] == 2
 
 
 def test_default_model_tp2_dp2_equals_one_device():

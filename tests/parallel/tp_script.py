@@ -47,6 +47,8 @@ def run(model: str, tp: int, dp: int, backend: str, max_new: int, mode: str) -> 
         return {"error": None}
     core = make_core(config)
     COMPILES.clear()
+    if mode == "prefix":
+        return prefix_routing(core)
     params = SamplingParams(temperature=0, max_new_tokens=max_new, ignore_eos=True)
     for i, prompt in enumerate(PROMPTS):
         core.add_request(AddRequest(f"r{i}", prompt, params, seed=0))
@@ -74,6 +76,29 @@ def run(model: str, tp: int, dp: int, backend: str, max_new: int, mode: str) -> 
                                     for r in core.replicas]
     facts["compiles"] = len(COMPILES)
     return {"tokens": [tokens[f"r{i}"] for i in range(len(PROMPTS))], **facts}
+
+
+def prefix_routing(core) -> dict:
+    """Two prompt families start on different replicas; later requests of each family must
+    follow their prefix (the idlest-replica rule alone would send both to replica 0)."""
+    params = SamplingParams(temperature=0, max_new_tokens=2, ignore_eos=True)
+    p, q = list(range(1000, 1048)), list(range(2000, 2048))
+    out: dict = {"replica": {}, "cached": {}}
+
+    def serve(batch: dict[str, list[int]]) -> None:
+        for rid, prompt in batch.items():
+            core.add_request(AddRequest(rid, prompt, params, seed=0))
+            out["replica"][rid] = core._owner[rid]
+        while core.has_work:
+            for o in core.step():
+                out["cached"][o.rid] = o.cached_tokens
+
+    serve({"p1": p + [5, 6], "q1": q + [5, 6]})
+    serve({"q2": q + [7, 8, 9]})
+    serve({"p2": p + [7, 8, 9]})
+    out["routed_by_prefix"] = core.routed_by_prefix
+    out["cache_hit_rate"] = core.stats()["cache_hit_rate"]
+    return out
 
 
 def main() -> None:
