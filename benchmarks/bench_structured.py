@@ -7,12 +7,13 @@ schema of tests/structured), greedy, in one run:
 * constrained: `json_schema` with `jump_forward=False` (one model step per token);
 * constrained + jump-forward: the tokens the grammar forces are appended in one step.
 
-Each mode runs once as a warm-up (JIT compilation) and once timed. Reported per mode: output
-tokens/s and characters/s (wall time of the batch), model steps per response, and the share
-of responses that parse and validate against the schema.
+Each mode runs once untimed (JIT compilation), then `--rounds` timed rounds with the modes
+interleaved; the fastest round of each counts (the 2-core dev box is shared and noisy).
+Reported per mode: output tokens/s and characters/s (wall time of the batch), model steps per
+response, and the share of responses that parse and validate against the schema.
 
 Run:  python -m benchmarks.bench_structured [--num-prompts 32] [--max-new-tokens 160]
-          [--output results.json]
+          [--rounds 3] [--output results.json]
 """
 
 from __future__ import annotations
@@ -72,8 +73,7 @@ def valid(text: str) -> bool:
     return True
 
 
-def run_mode(llm: je.Engine, ids: list[list[int]], params: dict[str, Any]) -> dict[str, Any]:
-    llm.generate(input_ids=ids, sampling_params=params)  # warm-up: compiles these shapes
+def timed(llm: je.Engine, ids: list[list[int]], params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     outs = llm.generate(input_ids=ids, sampling_params=params)
     seconds = time.perf_counter() - t0
@@ -87,10 +87,26 @@ def run_mode(llm: je.Engine, ids: list[list[int]], params: dict[str, Any]) -> di
             "sample": outs[0]["text"]}
 
 
+def run_modes(llm: je.Engine, ids: list[list[int]], modes: dict[str, dict], rounds: int
+              ) -> dict[str, dict[str, Any]]:
+    """Each mode once untimed (compilation), then `rounds` timed rounds with the modes
+    interleaved, so that load from other processes hits them alike; the fastest round counts."""
+    for params in modes.values():
+        llm.generate(input_ids=ids, sampling_params=params)
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(rounds):
+        for name, params in modes.items():
+            r = timed(llm, ids, params)
+            if name not in best or r["seconds"] < best[name]["seconds"]:
+                best[name] = r
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-prompts", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds; the fastest counts")
     ap.add_argument("--output", help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -103,7 +119,7 @@ def main() -> None:
         ids = [llm.apply_chat_template([{"role": "system", "content": SYSTEM},
                                         {"role": "user", "content": p}])
                for p in prompts(args.num_prompts)]
-        results = {name: run_mode(llm, ids, params) for name, params in modes.items()}
+        results = run_modes(llm, ids, modes, args.rounds)
 
     ref = results["unconstrained"]
     print(f"{'mode':<28}{'tok/s':>8}{'chars/s':>9}{'x chars/s':>10}{'steps/resp':>11}"

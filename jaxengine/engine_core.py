@@ -176,6 +176,7 @@ class EngineCore:
         room = min(req.params.max_new_tokens, self.max_context - n_prompt)
         req.output_ids = forced[:room]
         reason = "length" if len(forced) >= room else "stop" if req.grammar.done else None
+        self.counters.generated(len(req.output_ids))
         if reason is not None:
             self.counters.finished(req.rid, aborted=False)
         return TokenOutput(req.rid, list(req.output_ids), [0.0] * len(req.output_ids), reason,
