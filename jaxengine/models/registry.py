@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax.numpy as jnp
@@ -35,21 +35,53 @@ def arch_from_hf_config(hf_config: dict[str, Any]):
     return arch_cls.from_hf_config(hf_config)
 
 
+def abstract_model(hf_config: dict[str, Any], dtype: jnp.dtype,
+                   attention_backend: str = "auto", tp=None) -> nnx.Module:
+    """The model's structure with shapes only (no memory): what checkpoints are placed into."""
+    arch_cls, model_cls, _ = lookup(hf_config)
+    arch = arch_cls.from_hf_config(tp.model_config(hf_config) if tp else hf_config)
+    mesh = tp.mesh if tp else None
+    return nnx.eval_shape(lambda: model_cls(arch, dtype, attention_backend=attention_backend,
+                                            mesh=mesh))
+
+
+def load_model(checkpoint, dtype: jnp.dtype, attention_backend: str = "auto",
+               tp=None) -> nnx.Module:
+    """The model of a Checkpoint: from an orbax checkpoint each array is restored straight
+    into its sharding; from anything else, see build_model."""
+    from jaxengine.models.orbax_checkpoint import OrbaxSource, restore_model
+
+    if isinstance(checkpoint.source, OrbaxSource):
+        model = abstract_model(checkpoint.hf_config, dtype, attention_backend, tp)
+        return restore_model(model, checkpoint.source.path, dtype, tp)
+    return build_model(checkpoint.hf_config, checkpoint.tensors(), dtype, attention_backend, tp)
+
+
 def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarray]],
                 dtype: jnp.dtype, attention_backend: str = "auto", tp=None) -> nnx.Module:
     """Place checkpoint tensors (HF names, numpy) into a model of `dtype`; no random init.
     `tp` (a jaxengine.parallel.TensorParallel) pads heads and places each tensor in its
     sharding, slice by slice; None keeps everything on the default device."""
-    arch_cls, model_cls, table = lookup(hf_config)
-    arch = arch_cls.from_hf_config(tp.model_config(hf_config) if tp else hf_config)
-    mesh = tp.mesh if tp else None
-    model = nnx.eval_shape(lambda: model_cls(arch, dtype, attention_backend=attention_backend,
-                                             mesh=mesh))
-    wanted = {path: var for path, var in _params(model)}
+    model = abstract_model(hf_config, dtype, attention_backend, tp)
+    wanted = dict(_params(model))
+    shapes = {path: var.shape for path, var in wanted.items()}
+    for path, array in param_arrays(hf_config, tensors, shapes, tp):
+        _set(wanted.pop(path), path, array, dtype, tp)
+    missing = sorted(wanted)
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters for {missing}")
+    return model
+
+
+def param_arrays(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarray]],
+                 shapes: dict[str, tuple[int, ...]], tp=None) -> Iterator[tuple[str, np.ndarray]]:
+    """(our parameter path, float32 array in our layout) from HF-named tensors: transposed,
+    per-layer tensors stacked (yielded once complete, at the end), heads padded for `tp`."""
+    _, _, table = lookup(hf_config)
     stacked: dict[str, np.ndarray] = {}
     for name, array in tensors:
         target = _target(name, table)
-        if target is None or target[0] not in wanted:
+        if target is None or target[0] not in shapes:
             continue  # e.g. rotary inv_freq buffers, or lm_head of a tied model
         path, transpose, layer = target
         array = np.asarray(array, np.float32)
@@ -58,21 +90,15 @@ def build_model(hf_config: dict[str, Any], tensors: Iterable[tuple[str, np.ndarr
         if tp is not None:
             array = tp.transform(path, array)
         if layer is None:
-            _set(wanted.pop(path), path, array, dtype, tp)
+            yield path, array
             continue
-        var = wanted[path]
-        buf = stacked.setdefault(path, np.zeros(var.shape, np.float32))
+        buf = stacked.setdefault(path, np.zeros(shapes[path], np.float32))
         _check_shape(path, buf[layer].shape, array.shape)
         buf[layer] = array
-    for path, buf in stacked.items():
-        _set(wanted.pop(path), path, buf, dtype, tp)
-    missing = sorted(wanted)
-    if missing:
-        raise ValueError(f"checkpoint lacks parameters for {missing}")
-    return model
+    yield from stacked.items()
 
 
-def _params(model: nnx.Module):
+def _params(model: nnx.Module) -> Iterator[tuple[str, nnx.Param]]:
     for path, var in nnx.iter_graph(model):
         if isinstance(var, nnx.Param):
             yield ".".join(str(p) for p in path), var

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from jaxengine.config import EngineConfig, compilation_cache_dir
-from jaxengine.models.registry import arch_from_hf_config, build_model
+from jaxengine.models.registry import arch_from_hf_config, load_model
 from jaxengine.parallel import TensorParallel
 from jaxengine.runtime.attention import resolve_backend
 from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
@@ -62,8 +62,7 @@ class ModelRunner:
             mesh, checkpoint.hf_config, self.arch)
         self.context_length = self._context_length(config)
         t0 = time.perf_counter()
-        model = build_model(checkpoint.hf_config, checkpoint.tensors(), self.dtype,
-                            config.model.attention_backend, tp=self.tp)
+        model = load_model(checkpoint, self.dtype, config.model.attention_backend, tp=self.tp)
         log.info("weights placed in %.1fs", time.perf_counter() - t0)
         self.graphdef, self.state = nnx.split(model)
         self.page_size = config.cache.page_size

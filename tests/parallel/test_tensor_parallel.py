@@ -23,13 +23,18 @@ def run_script(model: str, layouts: list, *extra: str, timeout: float = 600) -> 
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir):
+def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir, tmp_path):
+    from jaxengine.models.checkpoint import load_checkpoint
+    from jaxengine.models.orbax_checkpoint import save
+
+    orbax_dir = str(save(load_checkpoint(random_model_dir), tmp_path / "orbax"))
     r = run_script(random_model_dir, [[1, 1], [2, 1], [4, 1], [1, 2], [2, 2], [2, 1, "compile"],
                                       [16, 1, "errors"], [4, 4, "errors"], [3, 1, "errors"],
-                                      [8, 1, "errors"], [1, 2, "prefix"]])
+                                      [8, 1, "errors"], [1, 2, "prefix"],
+                                      [4, 1, "orbax", orbax_dir]])
     want = r["1x1"]["tokens"]
     assert all(len(set(t)) > 2 for t in want), want   # the test can tell layouts apart
-    for layout in ("2x1", "4x1", "1x2", "2x2", "2x1-compile"):
+    for layout in ("2x1", "4x1", "1x2", "2x2", "2x1-compile", "4x1-orbax"):
         assert r[layout]["tokens"] == want, layout
     tp2, tp4 = r["2x1"], r["4x1"]
     assert "'tp'" in tp2["q_spec"] and tp2["q_device_bytes"] * 2 == tp2["q_bytes"]
@@ -42,6 +47,9 @@ def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir):
     assert tp2["weights_device_bytes"] < 0.55 * tp2["weights_bytes"]
     assert r["1x2"]["replica_devices"] == [[0], [1]]
     assert r["2x2"]["replica_devices"] == [[0, 1], [2, 3]]
+    # The orbax checkpoint restores each array straight into its sharding.
+    assert r["4x1-orbax"]["q_spec"] == tp4["q_spec"]
+    assert r["4x1-orbax"]["weights_device_bytes"] == tp4["weights_device_bytes"]
     # Warm-up compiled every sharded program: serving compiled nothing.
     assert r["2x1-compile"]["compiles"] == 0
     assert "needs 16 devices, but only 8 cpu" in r["16x1-errors"]["error"]

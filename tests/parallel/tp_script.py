@@ -1,5 +1,5 @@
 """Run in a fresh interpreter with 8 virtual CPU devices (XLA_FLAGS must precede JAX's start):
-    python -m tests.parallel.tp_script MODEL_PATH '[[tp, dp(, mode)], ...]' [backend [max_new]]
+    python -m tests.parallel.tp_script MODEL_PATH '[[tp, dp(, mode(, path))], ...]' [backend [max_new]]
 Prints one JSON line: per layout ("TPxDP", "-mode" appended unless the mode is "tokens"), the
 greedy tokens of a few prompts and sharding facts; mode "errors": the message the layout
 fails with; mode "compile": also warm up, and count the compilations while serving."""
@@ -39,6 +39,8 @@ def run(model: str, tp: int, dp: int, backend: str, max_new: int, mode: str) -> 
         context_length=128, max_running_requests=4, chunked_prefill_size=32,
         max_total_tokens=512, skip_server_warmup=mode != "compile", attention_backend=backend,
         dtype="float32")
+    if mode == "orbax":
+        mode = "tokens"
     if mode == "errors":
         try:
             make_core(config)
@@ -106,11 +108,12 @@ def main() -> None:
     backend = sys.argv[3] if len(sys.argv) > 3 else "auto"
     max_new = int(sys.argv[4]) if len(sys.argv) > 4 else 8
     results = {}
-    for tp, dp, *mode in layouts:
-        mode = mode[0] if mode else "tokens"
+    for tp, dp, *rest in layouts:
+        mode = rest[0] if rest else "tokens"
+        path = rest[1] if len(rest) > 1 else model  # another checkpoint of the same model
         key = f"{tp}x{dp}" + ("" if mode == "tokens" else f"-{mode}")
         t0 = time.perf_counter()
-        results[key] = run(model, tp, dp, backend, max_new, mode)
+        results[key] = run(path, tp, dp, backend, max_new, mode)
         results[key]["seconds"] = round(time.perf_counter() - t0, 1)
     print("RESULT " + json.dumps(results))
 
