@@ -9,19 +9,24 @@ import pytest
 
 from tests.conftest import chat_ids
 
-from .conftest import JOB_PROMPTS, JobCandidate, job_messages, job_schema_json
-
 PHONE = r"\(\d{3}\) \d{3}-\d{4}"
 ISO_DATE = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
 YES_NO = 'root ::= answer "."\nanswer ::= "yes" | "no"'
+# Long keys: much of the output is forced, which jump-forward appends without sampling.
+CITY = json.dumps({"type": "object", "properties": {
+    "city_name": {"type": "string", "maxLength": 24},
+    "country_name": {"type": "string", "maxLength": 24},
+    "population_in_millions": {"type": "integer", "minimum": 0, "maximum": 100},
+    "is_capital_city": {"type": "boolean"}},
+    "required": ["city_name", "country_name", "population_in_millions", "is_capital_city"]})
 
 
 def greedy(max_new_tokens: int, **grammar) -> dict:
     return {"temperature": 0.0, "max_new_tokens": max_new_tokens, **grammar}
 
 
-def job_ids(engine, k: int = 0) -> list[int]:
-    return engine.apply_chat_template(job_messages(JOB_PROMPTS[k]))
+def city_ids(engine, city: str) -> list[int]:
+    return chat_ids(engine, f"Tell me about {city} as JSON.")
 
 
 def test_json_object(default_engine):
@@ -64,24 +69,26 @@ def test_bad_grammar_is_refused_before_queueing(default_engine):
 
 
 def test_jump_forward_same_output_fewer_steps(default_engine):
-    ids = [job_ids(default_engine, k) for k in range(2)]
+    ids = [city_ids(default_engine, city) for city in ("Paris", "Osaka")]
     runs = {}
     for jf in (True, False):
-        params = greedy(160, json_schema=job_schema_json(), jump_forward=jf)
+        params = greedy(64, json_schema=CITY, jump_forward=jf)
         runs[jf] = default_engine.generate(input_ids=ids, sampling_params=params)
     for on, off in zip(runs[True], runs[False]):
         assert on["output_ids"] == off["output_ids"]
-        JobCandidate.model_validate_json(on["text"])
+        assert set(json.loads(on["text"])) == {"city_name", "country_name",
+                                               "population_in_millions", "is_capital_city"}
         steps_on, steps_off = on["meta_info"]["model_steps"], off["meta_info"]["model_steps"]
-        assert steps_on <= 0.7 * steps_off, (steps_on, steps_off)
+        assert steps_on <= 0.6 * steps_off, (steps_on, steps_off)
 
 
 def test_grammar_and_plain_requests_do_not_affect_each_other(default_engine):
-    plain = chat_ids(default_engine, "Name three colors.")
-    constrained = job_ids(default_engine, 2)
-    p_plain, p_json = greedy(24), greedy(96, json_schema=job_schema_json())
+    plain, constrained = chat_ids(default_engine, "Name three colors."), city_ids(
+        default_engine, "Lima")
+    p_plain, p_json = greedy(24), greedy(64, json_schema=CITY)
     alone = [default_engine.generate(input_ids=plain, sampling_params=p_plain),
              default_engine.generate(input_ids=constrained, sampling_params=p_json)]
     together = default_engine.generate(input_ids=[plain, constrained],
                                        sampling_params=[p_plain, p_json])
     assert [o["output_ids"] for o in together] == [o["output_ids"] for o in alone]
+    json.loads(together[1]["text"])
