@@ -128,5 +128,11 @@ class TensorParallel:
         return NamedSharding(self.mesh, self.kv_spec)
 
     @property
+    def logits_sharding(self) -> NamedSharding:
+        """[B, V] logits as the vocabulary-parallel LM head leaves them."""
+        split = self.vocab_size % self.tp == 0
+        return NamedSharding(self.mesh, P(None, TP) if split else P())
+
+    @property
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())

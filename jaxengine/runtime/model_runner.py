@@ -191,6 +191,9 @@ def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_toke
         # Pinned so that the pool is donated in place, and so that sampling (its own program,
         # compiled at warm-up for replicated logits) sees the sharding it was compiled for.
         cache = jax.lax.with_sharding_constraint(cache, tp.kv_sharding)
+        # Vocabulary-parallel first: otherwise XLA may gather the whole LM head to each device
+        # rather than the [B, V] logits.
+        logits = jax.lax.with_sharding_constraint(logits, tp.logits_sharding)
         logits = jax.lax.with_sharding_constraint(logits, tp.replicated)
     return logits, cache, penalties
 
