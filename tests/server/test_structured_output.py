@@ -39,11 +39,13 @@ def test_parse_with_a_pydantic_class(client: openai.OpenAI, model_name: str):
     assert isinstance(r.choices[0].message.parsed, JobCandidate)
 
 
-def test_json_object(client: openai.OpenAI, model_name: str):
-    r = client.chat.completions.create(
-        model=model_name, messages=[{"role": "user", "content": "Describe a cat as JSON."}],
-        response_format={"type": "json_object"}, max_tokens=64, **GREEDY)
-    assert isinstance(json.loads(r.choices[0].message.content), dict)
+def test_json_object_whole_and_streamed(client: openai.OpenAI, model_name: str):
+    kw = dict(model=model_name, messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+              response_format={"type": "json_object"}, max_tokens=64, **GREEDY)
+    text = client.chat.completions.create(**kw).choices[0].message.content
+    assert isinstance(json.loads(text), dict)
+    chunks = client.chat.completions.create(stream=True, **kw)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
 
 
 def test_regex_on_completions_and_ebnf_on_generate(client: openai.OpenAI, model_name: str,
