@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -70,3 +71,15 @@ def test_default_model_tp2_dp2_equals_one_device():
     layers, hidden = 30, 576
     assert r["2x2"]["q_bytes"] == layers * hidden * (hidden * 12 // 9) * 4  # padded heads
     assert r["2x2"]["kv_spec"] == "P()"
+
+
+def test_pallas_attention_under_shard_map_matches_the_reference():
+    """The kernels are opaque to GSPMD: per device under shard_map, KV split or replicated."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "tests.parallel.attention_script"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    errors = ast.literal_eval(lines[-1][len("RESULT "):])
+    assert set(errors) == {2, 4} and max(errors.values()) < 2e-5, errors
