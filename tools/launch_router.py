@@ -6,7 +6,8 @@ SGLang's router (`pip install -e '.[router]'`).
         --router-args "--balance-abs-threshold 8" -- --max-total-tokens 65536
 
 Flags this launcher does not know go to every worker (`python -m jaxengine.serve` flags);
-`--` may separate them. Workers listen on 127.0.0.1, ports PORT+1 .. PORT+N unless
+`--` may separate them; a worker `--api-key` is given to the router too (clients then send
+it to the router). Workers listen on 127.0.0.1, ports PORT+1 .. PORT+N unless
 `--worker-ports` says otherwise; clients talk to the router on --host:--port. A worker that
 exits is restarted (the router takes it back once /health answers 200 again), unless
 --no-restart. Ctrl-C or SIGTERM stops the router, then drains and stops the workers.
@@ -65,14 +66,15 @@ def supervise(fleet: Fleet, restart: bool) -> int:
     while fleet.router.running:
         now = time.monotonic()
         for i, w in enumerate(fleet.workers):
-            if w.running or not restart:
+            if w.running:
                 continue
             if i not in due:
                 lived = now - w.started_at
                 backoff[i] = 1.0 if lived > 120 else min(backoff[i] * 2, 60.0)
-                due[i] = now + backoff[i]
-                log.warning("%s (%s) exited with code %s after %.0f s; restarting in %.0f s",
-                            w.name, w.url, w.proc.returncode, lived, backoff[i])
+                due[i] = now + backoff[i] if restart else float("inf")
+                log.warning("%s (%s) exited with code %s after %.0f s; %s", w.name, w.url,
+                            w.proc.returncode, lived,
+                            f"restarting in {backoff[i]:.0f} s" if restart else "not restarted")
             elif now >= due[i]:
                 del due[i]
                 w.start()

@@ -58,6 +58,8 @@ class Child:
     _log: IO | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        if self._log is not None:  # a restart
+            self._log.close()
         if self.log_path is not None:
             self._log = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
@@ -112,20 +114,35 @@ class Worker(Child):
 
 class Router(Child):
     def __init__(self, worker_urls: list[str], host: str, port: int, policy: str,
-                 extra: list[str] = (), log_dir: Path | None = None, name: str = "router"):
+                 extra: list[str] = (), log_dir: Path | None = None, name: str = "router",
+                 api_key: str | None = None):
+        # With --api-key the router asks clients for that key and sends it to the workers.
+        key = ["--api-key", api_key] if api_key else []
         cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", host,
                "--port", str(port), "--policy", policy, "--worker-urls", *worker_urls,
-               *ROUTER_DEFAULTS, *extra]
+               *ROUTER_DEFAULTS, *key, *extra]
         super().__init__(name, cmd, None if log_dir is None else log_dir / f"{name}.log")
         self.url = _url(host, port)
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def healthy_workers(self) -> set[str]:
         """URLs of the workers the router would send requests to now."""
         try:
-            workers = httpx.get(self.url + "/workers", timeout=5).json()["workers"]
+            workers = httpx.get(self.url + "/workers", headers=self.headers,
+                                timeout=5).json()["workers"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return set()
         return {w["url"] for w in workers if w.get("is_healthy")}
+
+
+def _api_key(flags: list[str]) -> str | None:
+    """The value of a `--api-key KEY` (or `--api-key=KEY`) among the workers' flags."""
+    for i, flag in enumerate(flags):
+        if flag == "--api-key" and i + 1 < len(flags):
+            return flags[i + 1]
+        if flag.startswith("--api-key="):
+            return flag.split("=", 1)[1]
+    return None
 
 
 def wait_until(ready, children: list[Child], timeout: float, what: str) -> None:
@@ -156,7 +173,7 @@ class Fleet:
         self.workers = [Worker(i, worker_host, p, worker_flags, log_dir)
                         for i, p in enumerate(ports)]
         self.router = Router([w.url for w in self.workers], host, port, policy,
-                             list(router_args), log_dir)
+                             list(router_args), log_dir, api_key=_api_key(worker_flags))
 
     @property
     def worker_urls(self) -> list[str]:

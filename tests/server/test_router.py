@@ -135,7 +135,7 @@ def _system_prompt(seed: int) -> str:
     rng = random.Random(seed)
     words = ["river", "copper", "lantern", "orbit", "meadow", "cipher", "harbor", "quartz",
              "violet", "tundra", "falcon", "ember", "glacier", "mosaic", "saffron", "willow"]
-    return f"Rulebook {seed}: " + " ".join(rng.choice(words) for _ in range(400))
+    return f"Rulebook {seed}: " + " ".join(rng.choice(words) for _ in range(200))
 
 
 def _ask(client: openai.OpenAI, system: str, question: str) -> int:
@@ -146,7 +146,7 @@ def _ask(client: openai.OpenAI, system: str, question: str) -> int:
 
 
 def _run_groups(router: Router, workers: list[str], seed: int, groups: int = 4,
-                rounds: int = 4) -> tuple[list[int], list[int], float]:
+                rounds: int = 3) -> tuple[list[int], list[int], float]:
     """Each round sends one request of every group at once, 0.1 s apart, in an order rotated
     by one group per round (so round robin moves every group to the other worker each round).
     Returns, per group, how many of its requests found no prefix cached (one per worker that
@@ -183,8 +183,8 @@ def test_cache_aware_keeps_each_group_on_one_worker(setup: Setup) -> None:
     # cache_aware: one cold prefill per group (a cache miss goes to the less loaded worker,
     # so the groups spread over both); round robin: each group is computed on both workers.
     assert ca_cold == [1, 1, 1, 1] and min(ca_served) > 0, (ca_cold, ca_served)
-    assert rr_cold == [2, 2, 2, 2] and rr_served == [8, 8], (rr_cold, rr_served)
-    assert ca_rate > 1.3 * rr_rate, (ca_rate, rr_rate)
+    assert rr_cold == [2, 2, 2, 2] and rr_served == [6, 6], (rr_cold, rr_served)
+    assert ca_rate > 1.5 * rr_rate, (ca_rate, rr_rate)
 
 
 # -- a worker dies (these run last: they kill and restart workers) ---------------------------
@@ -196,11 +196,11 @@ def _long_request(url: str, k: int, outcomes: dict) -> None:
     try:
         if k % 2 == 0:
             stream = client.chat.completions.create(
-                model=model, max_tokens=200, stream=True, extra_body={"ignore_eos": True},
+                model=model, max_tokens=120, stream=True, extra_body={"ignore_eos": True},
                 messages=[{"role": "user", "content": f"Story {k}, please."}], **GREEDY)
             n = sum(1 for _ in stream)
         else:
-            n = client.completions.create(model=model, prompt=f"Story {k}:", max_tokens=200,
+            n = client.completions.create(model=model, prompt=f"Story {k}:", max_tokens=120,
                                           extra_body={"ignore_eos": True}, **GREEDY
                                           ).usage.completion_tokens
         outcomes[k] = ("ok", n)
