@@ -83,3 +83,14 @@ def test_batch_bitmask_rows(grammar_backend):
     assert mask.shape == (8, bitmask_words(49152))
     assert 0 < len(allowed(mask[0])) < 1000
     assert (mask[1:] == -1).all()  # no grammar, not sampling, a dead end, padding
+
+
+def test_vocab_rows_past_the_tokenizer_are_never_allowed(default_checkpoint):
+    from jaxengine.structured import GrammarBackend
+
+    tok = default_checkpoint.tokenizer
+    padded = len(tok) + 64  # models often pad the embedding past the tokenizer
+    m = GrammarBackend(tok, padded, [2]).matcher("regex", r"(.|\n)+")  # nearly any text
+    row = np.zeros(bitmask_words(padded), np.int32)
+    assert m.fill_bitmask(row)
+    assert len(tok) // 2 < len(allowed(row)) and max(allowed(row)) < len(tok)
