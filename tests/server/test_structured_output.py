@@ -11,8 +11,9 @@ import httpx
 import openai
 import pytest
 
+from benchmarks.bench_structured import JobCandidate
 from tests.server.test_errors import assert_error
-from tests.structured.conftest import JOB_PROMPTS, JOB_SCHEMA, JobCandidate, job_messages
+from tests.structured.conftest import JOB_PROMPTS, JOB_SCHEMA, job_messages
 
 GREEDY = {"temperature": 0.0}
 

@@ -6,21 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import BaseModel
 
-
-class UserProfile(BaseModel):
-    name: str
-    age: int
-    skills: list[str]
-    experience_years: int
-
-
-class JobCandidate(BaseModel):
-    candidate: UserProfile
-    suitable_for_position: bool
-    reason: str
-
+from benchmarks.bench_structured import JobCandidate
 
 JOB_SCHEMA = JobCandidate.model_json_schema()
 
