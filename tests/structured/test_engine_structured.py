@@ -92,3 +92,14 @@ def test_grammar_and_plain_requests_do_not_affect_each_other(default_engine):
                                        sampling_params=[p_plain, p_json])
     assert [o["output_ids"] for o in together] == [o["output_ids"] for o in alone]
     json.loads(together[1]["text"])
+
+
+def test_grammar_backend_none_refuses_grammars_and_serves_the_rest(tiny_model_dir):
+    import jaxengine as je
+
+    with je.Engine(model_path=tiny_model_dir, grammar_backend="none",
+                   skip_server_warmup=True) as llm:
+        with pytest.raises(ValueError, match="grammar-backend none"):
+            llm.generate(input_ids=[5, 6, 7], sampling_params=greedy(4, regex=PHONE))
+        out = llm.generate(input_ids=[5, 6, 7], sampling_params=greedy(4))
+    assert len(out["output_ids"]) == 4
