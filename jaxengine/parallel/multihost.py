@@ -105,7 +105,7 @@ def run_follower(config: EngineConfig) -> None:
     runners = [ModelRunner(config, checkpoint, mesh) for mesh in build_meshes(config)]
     if not config.server.skip_server_warmup:
         for runner in runners:
-            runner.warmup(progress=False)
+            runner.warmup()
     address, key = _step_address(config)
     conn = _connect(address, key)
     log.info("node %d follows node 0's steps", config.parallel.node_rank)
