@@ -42,7 +42,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    """How this machine reaches a server listening on host:port (any-address binds: loopback)."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(
+        host, f"[{host}]" if ":" in host else host)
     return f"http://{shown}:{port}"
 
 
