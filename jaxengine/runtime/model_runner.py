@@ -1,4 +1,4 @@
-"""ModelRunner: owns the parameters, the KV pool and the one jitted step function."""
+"""ModelRunner: owns the parameters, the KV pool and the jitted forward and sampling programs."""
 
 from __future__ import annotations
 
