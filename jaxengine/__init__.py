@@ -11,10 +11,11 @@ import atexit
 import threading
 from typing import Any
 
-from jaxengine.engine import Engine
+from jaxengine.core_client import EngineDeadError
+from jaxengine.engine import Engine, RequestStream
 from jaxengine.sampling_params import SamplingParams
 
-__all__ = ["Engine", "SamplingParams", "generate"]
+__all__ = ["Engine", "EngineDeadError", "RequestStream", "SamplingParams", "generate"]
 
 _cached: Engine | None = None
 _cached_lock = threading.Lock()

@@ -52,7 +52,8 @@ class CacheConfig:
     page_size: int = _opt(16, "Tokens per KV cache page.")
     max_total_tokens: int | None = _opt(
         None, "KV pool size in tokens. Default: from --mem-fraction-static on GPU/TPU, "
-        "65536 tokens on CPU.")
+        "16384 tokens on CPU. Requests are limited to the smaller of this and the context "
+        "length.")
     mem_fraction_static: float = _opt(
         0.85, "Fraction of accelerator memory for weights plus the KV pool (GPU/TPU).")
     disable_radix_cache: bool = _opt(False, "Do not reuse the KV cache of shared prefixes.")
@@ -76,6 +77,9 @@ class StructuredConfig:
     grammar_backend: str = _opt(
         "llguidance", "Backend for JSON schema / regex / EBNF constrained decoding; none "
         "refuses such requests.", choices=("llguidance", "none"))
+    grammar_compile_timeout: float = _opt(
+        10.0, "Seconds a new grammar may take to compile (in a sandbox process, before its "
+        "request is queued); past it the request gets HTTP 400.")
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class EngineConfig:
              "--max-total-tokens must hold at least one page"),
             (c.server.max_queued_requests is None or c.server.max_queued_requests >= 0,
              "--max-queued-requests must be >= 0"),
+            (c.structured.grammar_compile_timeout > 0, "--grammar-compile-timeout must be > 0"),
             (c.parallel.tp_size >= 1, "--tp-size must be >= 1"),
             (c.parallel.dp_size >= 1, "--dp-size must be >= 1"),
             (c.parallel.nnodes >= 1, "--nnodes must be >= 1"),

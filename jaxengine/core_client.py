@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -21,10 +22,19 @@ log = logging.getLogger(__name__)
 Sink = Callable[[TokenOutput], None]
 
 
-class CoreClient:
-    """Owns the engine-core process. Thread-safe: any thread may submit or abort."""
+class EngineDeadError(RuntimeError):
+    """The engine core is gone (it crashed, was killed, or the engine was shut down): nothing
+    can be generated any more. Servers answer it with 503."""
 
-    def __init__(self, config: EngineConfig):
+
+class CoreClient:
+    """Owns the engine-core process. Thread-safe: any thread may submit or abort.
+
+    If the core process dies, every request in flight finishes as an abort with status 503
+    and the reason ("the engine core died: killed by signal 9"), later calls raise
+    EngineDeadError, and `on_death(reason)` is called once (from the reader thread)."""
+
+    def __init__(self, config: EngineConfig, on_death: Callable[[str], None] | None = None):
         # A fresh interpreter (not multiprocessing's spawn), so scripts need no __main__ guard
         # and a parent that already initialised JAX is never forked.
         ours, theirs = socket.socketpair()
@@ -41,6 +51,9 @@ class CoreClient:
         self._send_lock = threading.Lock()
         self._sinks_lock = threading.Lock()
         self._closed = False
+        self._stopping = False   # shutdown() was called: the core's exit is expected
+        self.death_reason: str | None = None
+        self._on_death = on_death
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name="jaxengine-core-reader")
         self._reader.start()
@@ -58,17 +71,26 @@ class CoreClient:
         return payload
 
     def submit(self, add: AddRequest, sink: Sink) -> None:
+        """Queue a request. `add.rid` routes its outputs, so it must be unique among the
+        requests in flight (the Engine's own keys are)."""
         with self._sinks_lock:
             if self._closed:
-                raise RuntimeError("the engine has shut down")
+                raise EngineDeadError(self._dead_message())
+            assert add.rid not in self._sinks, f"request key {add.rid!r} is in use"
             self._sinks[add.rid] = sink
         self._send(("add", add))
+
+    def _dead_message(self) -> str:
+        return self.death_reason or "the engine has shut down"
 
     def abort(self, rid: str) -> None:
         with self._sinks_lock:
             live = rid in self._sinks and not self._closed
         if live:
-            self._send(("abort", rid))
+            try:
+                self._send(("abort", rid))
+            except EngineDeadError:
+                pass  # the reader thread fails every request of a dead core
 
     @property
     def alive(self) -> bool:
@@ -86,15 +108,18 @@ class CoreClient:
         future: Future = Future()
         with self._sinks_lock:
             if self._closed:
-                raise RuntimeError("the engine has shut down")
+                raise EngineDeadError(self._dead_message())
             call_id = next(self._call_ids)
             self._calls[call_id] = future
         self._send(("call", (call_id, method)))
         return future.result(timeout)
 
     def _send(self, message: tuple[str, Any]) -> None:
-        with self._send_lock:
-            self._conn.send(message)
+        try:
+            with self._send_lock:
+                self._conn.send(message)
+        except OSError as e:  # the core is gone; the reader thread reports why
+            raise EngineDeadError(self._dead_message()) from e
 
     def _read_loop(self) -> None:
         while True:
@@ -124,25 +149,43 @@ class CoreClient:
         self._fail_all()
 
     def _fail_all(self) -> None:
-        """The core is gone: every request still waiting finishes as aborted."""
+        """The core is gone: every request still waiting finishes as aborted (503)."""
+        reason = "the engine has shut down" if self._stopping else self._exit_reason()
         with self._sinks_lock:
             self._closed = True
+            self.death_reason = reason
             sinks, self._sinks = self._sinks, {}
             calls, self._calls = self._calls, {}
         for future in calls.values():
-            future.set_exception(RuntimeError("the engine core stopped"))
-        if sinks:
-            log.error("engine core stopped with %d requests in flight", len(sinks))
+            future.set_exception(EngineDeadError(reason))
+        if not self._stopping:
+            log.error("%s, with %d request(s) in flight", reason, len(sinks))
         for rid, sink in sinks.items():
-            sink(TokenOutput(rid, [], [], "abort"))
+            sink(TokenOutput(rid, [], [], "abort", abort_status=503, abort_message=reason))
+        if not self._stopping and self._on_death is not None:
+            self._on_death(reason)
+
+    def _exit_reason(self) -> str:
+        try:
+            code = self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return "the engine core stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"the engine core died (killed by {name})"
+        return f"the engine core died (exit code {code})"
 
     def shutdown(self) -> None:
         with self._sinks_lock:
             closed = self._closed
+            self._stopping = True
         if not closed:
             try:
                 self._send(("shutdown", None))
-            except (OSError, BrokenPipeError):
+            except EngineDeadError:
                 pass
         try:
             self._proc.wait(10)

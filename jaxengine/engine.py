@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from jaxengine.core_client import CoreClient
 from jaxengine.detokenizer import IncrementalDetokenizer
 from jaxengine.engine_core import AddRequest, TokenOutput
 from jaxengine.sampling_params import SamplingParams
-from jaxengine.structured import GrammarBackend
+from jaxengine.structured.sandbox import GrammarSandbox
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,23 @@ class Engine:
         self._seeds = random.Random(self.config.server.random_seed)
         # Why a request was aborted by this side (shutdown, an abort endpoint), for its result.
         self._abort_reasons: dict[str, tuple[str, int]] = {}
+        # Requests in flight: the engine's own key -> the caller's label (request_id).
+        self._labels: dict[str, str] = {}
+        self._keys = itertools.count()
         # Called with a timing record (see `_Request.timings`) when a request finishes.
         self.request_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._client = CoreClient(self.config)
+        # Called once with the reason if the engine-core process dies (from a reader thread).
+        self.death_listeners: list[Callable[[str], None]] = []
+        self._client = CoreClient(self.config, on_death=self._core_died)
         self.core_info = self._client.info
         self.context_length: int = self.core_info["context_length"]
         self.vocab_size: int = self.core_info["vocab_size"]
-        # Grammars compile here too, so that a bad one is refused before it is queued.
-        self.grammar = None if self.config.structured.grammar_backend == "none" else \
-            GrammarBackend(self.tokenizer, self.vocab_size, self.core_info["eos_token_ids"])
+        # A new grammar is compiled in a sandbox first, so that a bad or hostile one is
+        # refused (ValueError) before it is queued.
+        s = self.config.structured
+        self.grammar = None if s.grammar_backend == "none" else GrammarSandbox(
+            self.tokenizer, self.vocab_size, self.core_info["eos_token_ids"],
+            timeout_s=s.grammar_compile_timeout)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="jaxengine-engine-loop")
@@ -77,6 +86,18 @@ class Engine:
     def alive(self) -> bool:
         """False once the engine-core process is gone: nothing can be generated any more."""
         return self._client.alive
+
+    @property
+    def death_reason(self) -> str | None:
+        """Why the engine-core process is gone ("the engine core died (killed by SIGKILL)")."""
+        return self._client.death_reason
+
+    def _core_died(self, reason: str) -> None:
+        for listener in self.death_listeners:
+            try:
+                listener(reason)
+            except Exception:
+                log.exception("death listener failed")
 
     def check_integrity(self) -> str:
         """"" when every KV page is free, cached or owned by one running request; else why."""
@@ -117,12 +138,16 @@ class Engine:
         result = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         return self._sync_iter(result) if stream else result
 
-    def _sync_iter(self, chunks: AsyncIterator[dict]) -> Iterator[dict]:
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(chunks.__anext__(), self._loop).result()
-            except StopAsyncIteration:
-                return
+    def _sync_iter(self, chunks: RequestStream) -> Iterator[dict]:
+        try:
+            while True:
+                try:
+                    yield asyncio.run_coroutine_threadsafe(chunks.__anext__(),
+                                                           self._loop).result()
+                except StopAsyncIteration:
+                    return
+        finally:  # the caller stopped reading: stop the request too
+            self._loop.call_soon_threadsafe(chunks.abort)
 
     async def async_generate(self, prompt: str | list[str] | None = None,
                              sampling_params: Any = None, input_ids: Any = None,
@@ -130,11 +155,22 @@ class Engine:
                              return_logprob: bool | None = None,
                              top_logprobs_num: int | None = None,
                              logprob_start_len: int | None = None):
-        """Like generate, on the caller's event loop. Raises ValueError on bad input."""
-        prompts, batched = self._prompts(prompt, input_ids)
+        """Like generate, on the caller's event loop. Raises ValueError on bad input,
+        EngineDeadError once the engine core is gone. Tokenizing and checking a new grammar
+        run off the loop. `request_id` is a label (meta_info["id"], what `abort` takes);
+        requests may share one. With stream=True it returns a RequestStream."""
+        if prompt is not None:  # a long text takes seconds to tokenize
+            prompts, batched = await asyncio.to_thread(self._prompts, prompt, input_ids)
+        else:
+            prompts, batched = self._prompts(prompt, input_ids)
         params = self._params(sampling_params, len(prompts))
         params = _with_logprob_options(params, return_logprob, top_logprobs_num,
                                        logprob_start_len)
+        for grammar in {p.grammar for p in params if p.grammar is not None}:
+            if self.grammar is None:
+                raise ValueError(f"{grammar[0]} needs a grammar backend; the server runs "
+                                 "with --grammar-backend none")
+            await self.grammar.check(*grammar)
         jobs = [(ids, p, i) for ids, p in zip(prompts, params) for i in range(p.n)]
         base = request_id or uuid.uuid4().hex
         rids = [base if len(jobs) == 1 else f"{base}-{k}" for k in range(len(jobs))]
@@ -142,19 +178,31 @@ class Engine:
             if len(jobs) != 1:
                 raise ValueError("stream=True takes one prompt with n=1")
             ids, p, _ = jobs[0]
-            return self._stream(rids[0], ids, p, 0)
-        outs = await asyncio.gather(*(self._complete(rid, ids, p, i)
-                                      for rid, (ids, p, i) in zip(rids, jobs)))
+            return RequestStream(self, rids[0], ids, p, 0)
+        tasks = [asyncio.ensure_future(self._complete(rid, ids, p, i))
+                 for rid, (ids, p, i) in zip(rids, jobs)]
+        try:
+            outs = await asyncio.gather(*tasks)
+        finally:  # one failed or the caller gave up: the others stop too
+            for task in tasks:
+                task.cancel()
         return outs if batched or len(outs) > 1 else outs[0]
 
     def abort(self, request_id: str, message: str | None = None, status: int = 400) -> None:
-        """Abort one request; its result says `message` (with an HTTP `status`) if given."""
-        if message is not None:
-            self._abort_reasons[request_id] = (message, status)
-        self._client.abort(request_id)
+        """Abort every running request labelled `request_id`; their results say `message`
+        (with an HTTP `status`) if given."""
+        for key, label in list(self._labels.items()):
+            if label == request_id:
+                self._abort_key(key, message, status)
+
+    def _abort_key(self, key: str, message: str | None = None, status: int = 400) -> None:
+        if message is not None and key in self._labels:
+            self._abort_reasons[key] = (message, status)
+        self._client.abort(key)
 
     def live_request_ids(self) -> list[str]:
-        return self._client.live_request_ids()
+        """The labels of the requests submitted and not yet finished."""
+        return sorted(set(self._labels.values()))
 
     def abort_matching(self, pattern: str, message: str, status: int = 400) -> list[str]:
         """Abort every live request whose id matches the regex `pattern` (all for ".*")."""
@@ -203,50 +251,47 @@ class Engine:
             if any(t >= self.vocab_size for t in p.logit_bias or {}):
                 raise ValueError(f"logit_bias keys must be token ids below the vocabulary "
                                  f"size {self.vocab_size}")
-            if p.grammar is not None:
-                if self.grammar is None:
-                    raise ValueError(f"{p.grammar[0]} needs a grammar backend; the server runs "
-                                     "with --grammar-backend none")
-                self.grammar.compile(*p.grammar)
         return params
 
     def _seed(self, p: SamplingParams, index: int) -> int:
         return (p.seed + index) if p.seed is not None else self._seeds.getrandbits(32)
 
-    def _submit(self, rid: str, ids: list[int], p: SamplingParams, index: int) -> asyncio.Queue:
+    def _submit(self, request: _Request, ids: list[int], p: SamplingParams, index: int
+                ) -> asyncio.Queue:
+        """Send the request to the core under a key of the engine's own (its label may be
+        anyone's), and return the queue its outputs arrive in."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TokenOutput] = asyncio.Queue()
-        self._client.submit(AddRequest(rid, ids, p, self._seed(p, index)),
-                            lambda out: loop.call_soon_threadsafe(queue.put_nowait, out))
-        return queue
+        request.key = key = f"{request.rid}#{next(self._keys)}"
 
-    async def _stream(self, rid: str, ids: list[int], p: SamplingParams, index: int
-                      ) -> AsyncIterator[dict]:
-        request = _Request(self, rid, ids, p)
-        queue = self._submit(rid, ids, p, index)
+        def sink(out: TokenOutput) -> None:
+            if out.finish_reason is not None:
+                self._labels.pop(key, None)
+            loop.call_soon_threadsafe(queue.put_nowait, out)
+
+        self._labels[key] = request.rid
         try:
-            while True:
-                chunk = request.consume(await queue.get())
-                yield chunk
-                if chunk["meta_info"]["finish_reason"] is not None:
-                    return
-        finally:
-            if not request.finished:
-                self.abort(rid)
+            self._client.submit(AddRequest(key, ids, p, self._seed(p, index)), sink)
+        except BaseException:
+            self._labels.pop(key, None)
+            raise
+        return queue
 
     async def _complete(self, rid: str, ids: list[int], p: SamplingParams, index: int) -> dict:
         request = _Request(self, rid, ids, p)
-        queue = self._submit(rid, ids, p, index)
+        queue = self._submit(request, ids, p, index)
         try:
             while not request.finished:
                 request.consume(await queue.get())
         finally:
             if not request.finished:
-                self.abort(rid)
+                self._abort_key(request.key)
         return request.result()
 
     # ---- lifetime -----------------------------------------------------------------------
     def shutdown(self) -> None:
+        if self.grammar is not None:
+            self.grammar.close()
         self._client.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
@@ -258,11 +303,43 @@ class Engine:
         self.shutdown()
 
 
+class RequestStream:
+    """The chunks of one streamed request (`async for chunk in stream`): text deltas, the
+    new output ids, meta_info; the last one has a finish_reason. The request is submitted at
+    the first read; `abort()` stops it if it is still running (idempotent)."""
+
+    def __init__(self, engine: Engine, rid: str, ids: list[int], p: SamplingParams,
+                 index: int):
+        self._engine, self._args = engine, (ids, p, index)
+        self._request = _Request(engine, rid, ids, p)
+        self._queue: asyncio.Queue | None = None
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._request.finished:
+            raise StopAsyncIteration
+        if self._queue is None:
+            self._queue = self._engine._submit(self._request, *self._args)
+        try:
+            out = await self._queue.get()
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        return self._request.consume(out)
+
+    def abort(self) -> None:
+        if self._queue is not None and not self._request.finished:
+            self._engine._abort_key(self._request.key)
+
+
 class _Request:
     """The API side of one request: detokenizes outputs and builds the result dicts."""
 
     def __init__(self, engine: Engine, rid: str, ids: list[int], p: SamplingParams):
         self.rid, self.prompt_tokens, self.params = rid, len(ids), p
+        self.key = ""  # the engine's own id for it, once submitted
         self.detok = IncrementalDetokenizer(
             engine.tokenizer, skip_special_tokens=p.skip_special_tokens,
             spaces_between_special_tokens=p.spaces_between_special_tokens,
@@ -307,7 +384,7 @@ class _Request:
             self.finish = {"type": out.finish_reason, "matched": matched}
             if out.finish_reason == "length":
                 self.finish = {"type": "length", "length": len(self.output_ids)}
-            stashed = self.engine._abort_reasons.pop(self.rid, None)
+            stashed = self.engine._abort_reasons.pop(self.key, None)
             if out.finish_reason == "abort":
                 self.finish = self._abort_reason(out, stashed)
             self._report()
@@ -328,7 +405,9 @@ class _Request:
     @staticmethod
     def _abort_reason(out: TokenOutput, stashed: tuple[str, int] | None) -> dict[str, Any]:
         message, status = stashed or (None, None)
-        if out.abort_status == 503:
+        if out.abort_message is not None:
+            message, status = out.abort_message, out.abort_status or 500
+        elif out.abort_status == 503:
             message, status = "The request queue is full; retry later", 503
         finish: dict[str, Any] = {"type": "abort"}
         if message is not None:

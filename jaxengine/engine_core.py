@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ class TokenOutput:
     cached_tokens: int = 0
     queue_time: float | None = None    # seconds from arrival to first step (first output only)
     abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
+    abort_message: str | None = None   # why, for the client (None: the status says it)
     num_steps: int = 0                 # model steps the request has taken part in so far
     # Per new token, its most likely alternatives as (token id, logprob), best first; only
     # for requests with return_logprob and top_logprobs_num > 0.
@@ -123,31 +125,50 @@ class EngineCore:
         self.max_queued = config.server.max_queued_requests
         self.grammar = None if config.structured.grammar_backend == "none" else \
             GrammarBackend(self.tokenizer, r.arch.vocab_size, self._sorted_eos)
+        # Requests whose grammar compiles on a thread, by rid (arrival order).
+        self._compiling: dict[str, tuple[Req, Future]] = {}
+        self._compiler: ThreadPoolExecutor | None = None
 
     def info(self) -> dict[str, Any]:
         r = self.runner
         return {"device": f"{r.device.device_kind} ({r.platform})", "dtype": str(r.dtype.name),
-                "context_length": r.context_length, "max_total_tokens": r.max_total_tokens,
+                # What a request may hold (the pool can cap the model's context).
+                "context_length": r.max_context, "model_context_length": r.context_length,
+                "max_total_tokens": r.max_total_tokens,
                 "num_pages": r.num_pages, "page_size": r.page_size,
                 "architecture": r.arch.architecture, "vocab_size": r.arch.vocab_size,
                 "eos_token_ids": self._sorted_eos}
 
     def add_request(self, add: AddRequest) -> TokenOutput | None:
-        """Queue a request; an immediate TokenOutput if it can never run, or with the text its
-        grammar forces before the first sampled token."""
-        if len(add.prompt_ids) >= self.max_context:
+        """Queue a request; an immediate TokenOutput if it can never run. A request with a
+        grammar waits while its matcher compiles on a thread (`_admit_compiled`), so that a
+        large grammar never stalls the step loop."""
+        n_prompt = len(add.prompt_ids)
+        if n_prompt >= self.max_context:
             self.counters.finished(add.rid, aborted=True)
-            return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids))
+            return TokenOutput(add.rid, [], [], "abort", None, n_prompt, abort_status=400,
+                               abort_message=f"the prompt has {n_prompt} tokens; at most "
+                               f"{self.max_context - 1} fit")
         if self._queue_full():
             self.counters.finished(add.rid, aborted=True)
-            return TokenOutput(add.rid, [], [], "abort", None, len(add.prompt_ids),
-                               abort_status=503)
+            return TokenOutput(add.rid, [], [], "abort", None, n_prompt, abort_status=503)
         req = Req(add.rid, list(add.prompt_ids), add.params, add.seed)
-        out = self._start_grammar(req) if add.params.grammar is not None else None
-        if out is None or out.finish_reason is None:
-            self.counters.arrived(add.rid)
+        self.counters.arrived(add.rid)
+        if add.params.grammar is None:
             self.scheduler.add(req)
-        return out
+            return None
+        if self.grammar is None:
+            return self._abort_new(req, "structured output is off (--grammar-backend none)")
+        if self._compiler is None:
+            self._compiler = ThreadPoolExecutor(2, thread_name_prefix="jaxengine-grammar")
+        self._compiling[req.rid] = (req, self._compiler.submit(self.grammar.matcher,
+                                                               *add.params.grammar))
+        return None
+
+    def _abort_new(self, req: Req, message: str, status: int = 400) -> TokenOutput:
+        self.counters.finished(req.rid, aborted=True)
+        return TokenOutput(req.rid, [], [], "abort", None, len(req.prompt_ids),
+                           abort_status=status, abort_message=message)
 
     def _queue_full(self) -> bool:
         """Past --max-queued-requests: only requests that cannot start at once count as
@@ -156,20 +177,32 @@ class EngineCore:
             return False
         s = self.scheduler
         free_slots = max(s.limits.max_running - len(s.running), 0)
-        return len(s.waiting) >= self.max_queued + free_slots
+        return len(s.waiting) + len(self._compiling) >= self.max_queued + free_slots
+
+    def _admit_compiled(self) -> list[TokenOutput]:
+        """Queue the requests whose grammar has compiled (in arrival order)."""
+        outputs = []
+        for rid, (req, future) in list(self._compiling.items()):
+            if not future.done():
+                continue
+            del self._compiling[rid]
+            try:
+                req.grammar = future.result()
+            except Exception as e:  # the API process checked it, so this is rare
+                log.warning("request %s: its grammar does not compile: %s", rid, e)
+                outputs.append(self._abort_new(req, str(e)))
+                continue
+            out = self._start_grammar(req)
+            if out is None or out.finish_reason is None:
+                self.scheduler.add(req)
+            if out is not None:
+                outputs.append(out)
+        return outputs
 
     def _start_grammar(self, req: Req) -> TokenOutput | None:
-        """Give the request its matcher; with jump-forward, its first output is the text the
-        grammar forces from the start (computed with the prompt, in its prefill)."""
+        """With jump-forward, a grammar request's first output is the text the grammar forces
+        from the start (computed with the prompt, in its prefill)."""
         n_prompt = len(req.prompt_ids)
-        try:  # the API process compiled it already, so it is known to compile
-            if self.grammar is None:
-                raise ValueError("structured output is off (--grammar-backend none)")
-            req.grammar = self.grammar.matcher(*req.params.grammar)
-        except ValueError:
-            log.exception("request %s: its grammar does not compile", req.rid)
-            self.counters.finished(req.rid, aborted=True)
-            return TokenOutput(req.rid, [], [], "abort", None, n_prompt)
         forced = req.grammar.jump_forward() if req.params.jump_forward else []
         if not forced:
             return None
@@ -183,7 +216,10 @@ class EngineCore:
                            None, n_prompt, top_logprobs=_forced_top(req, req.output_ids))
 
     def abort(self, rid: str) -> TokenOutput | None:
-        req = self.scheduler.abort(rid)
+        compiling = self._compiling.pop(rid, None)
+        if compiling is not None:
+            compiling[1].cancel()  # a compile already running finishes and is dropped
+        req = compiling[0] if compiling is not None else self.scheduler.abort(rid)
         if req is None:
             return None
         self.counters.finished(rid, aborted=True)
@@ -191,7 +227,12 @@ class EngineCore:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work or self._in_flight is not None
+        return self.scheduler.has_work or self._in_flight is not None or bool(self._compiling)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to step: at most grammars compiling (the loop then waits a little)."""
+        return not self.scheduler.has_work and self._in_flight is None
 
     def step(self) -> list[TokenOutput]:
         """Schedule and dispatch one step; return the outputs of the step before it (overlap)
@@ -199,7 +240,7 @@ class EngineCore:
         while the device still runs step N; tokens step N+1 feeds from step N stay on device."""
         t0 = time.perf_counter()
         launched = None
-        outputs: list[TokenOutput] = []
+        outputs: list[TokenOutput] = self._admit_compiled() if self._compiling else []
         batch = self.scheduler.schedule()
         if batch is not None:
             inputs = self.runner.prepare(batch, self._sorted_eos)
@@ -208,7 +249,7 @@ class EngineCore:
                 # grammars) while the device runs this step's forward, then sample.
                 logits = self.runner.forward(inputs)
                 self.scheduler.commit(batch)
-                outputs = self._drain()
+                outputs += self._drain()
                 mask = batch_bitmask(batch.entries, len(inputs.logits_indices),
                                      self.runner.arch.vocab_size)
                 launched = (batch, *self.runner.sample(logits, inputs, mask))
@@ -253,11 +294,14 @@ class EngineCore:
             if top_row is not None and new_ids and (k := _top_num(req)):
                 ids, values = top_row
                 new_top = [list(zip(ids[:k], values[:k]))] + _forced_top(req, new_ids[1:])
+            aborted = req.abort_message is not None
             outputs.append(TokenOutput(req.rid, new_ids, new_logprobs, reason,
                                        req.matched_stop, len(req.prompt_ids),
                                        max(req.cached_tokens, 0),
                                        queue_time=self.counters.take_queue_time(req.rid),
-                                       num_steps=req.num_steps, top_logprobs=new_top))
+                                       num_steps=req.num_steps, top_logprobs=new_top,
+                                       abort_status=400 if aborted else None,
+                                       abort_message=req.abort_message))
             self.counters.generated(len(new_ids))
             if reason is not None:
                 self.counters.finished(req.rid, aborted=reason == FinishReason.ABORT.value)
@@ -268,7 +312,8 @@ class EngineCore:
         s = self.scheduler
         cached_pages = s.cache.num_cached_pages if s.cache is not None else 0
         used_pages = s.allocator.num_pages - 1 - s.allocator.num_free - cached_pages
-        return {"num_running_reqs": len(s.running), "num_queue_reqs": len(s.waiting),
+        return {"num_running_reqs": len(s.running),
+                "num_queue_reqs": len(s.waiting) + len(self._compiling),
                 "num_used_tokens": used_pages * s.limits.page_size,
                 "num_cached_tokens": cached_pages * s.limits.page_size,
                 "prompt_tokens_total": s.prompt_tokens_total,
@@ -354,6 +399,8 @@ def run_engine_core(config: EngineConfig, conn) -> None:
             outputs.extend(_abort_all(core))
         if outputs:
             conn.send(("outputs", outputs))
+        elif core.idle:  # only grammars compiling: wait for them or for a message
+            conn.poll(0.005)
 
 
 def _abort_all(core: EngineCore) -> list[TokenOutput]:
@@ -361,5 +408,9 @@ def _abort_all(core: EngineCore) -> list[TokenOutput]:
         return [out for replica in core.replicas for out in _abort_all(replica)]
     core._in_flight = None
     rids = [r.rid for r in list(core.scheduler.running) + list(core.scheduler.waiting)]
-    return [out for rid in rids if (out := core.abort(rid)) is not None]
+    rids += list(core._compiling)
+    outputs = [out for rid in rids if (out := core.abort(rid)) is not None]
+    for out in outputs:
+        out.abort_status, out.abort_message = 500, "the engine step failed (see the server log)"
+    return outputs
 

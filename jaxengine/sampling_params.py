@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,10 @@ from typing import Any
 # logit_bias entries: both are fixed widths of the on-device sampling inputs.
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 64
+# Token counts beyond this are nonsense (and would overflow the device's int32 counters); seeds
+# are 64-bit, as OpenAI's.
+MAX_TOKENS = 2**31 - 1
+INT64 = 2**63
 
 
 @dataclass
@@ -76,16 +81,19 @@ class SamplingParams:
         """Raise ValueError naming the first parameter of the wrong type or out of range."""
         self._check_types()
         checks = [
-            ("max_new_tokens", self.max_new_tokens >= 0, "must be >= 0"),
-            ("min_new_tokens", 0 <= self.min_new_tokens, "must be >= 0"),
+            ("max_new_tokens", 0 <= self.max_new_tokens <= MAX_TOKENS,
+             f"must be in [0, {MAX_TOKENS}]"),
+            ("min_new_tokens", 0 <= self.min_new_tokens <= MAX_TOKENS,
+             f"must be in [0, {MAX_TOKENS}]"),
             ("temperature", self.temperature >= 0.0, "must be >= 0"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("top_k", self.top_k == -1 or self.top_k >= 0, "must be -1 (off) or >= 0"),
+            ("top_k", -1 <= self.top_k < INT64, "must be -1 (off) or >= 0"),
             ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
             ("repetition_penalty", 0.0 < self.repetition_penalty <= 2.0, "must be in (0, 2]"),
             ("n", 1 <= self.n <= 128, "must be in [1, 128]"),
+            ("seed", self.seed is None or -INT64 <= self.seed < INT64, "must be a 64-bit integer"),
             ("stop", all(isinstance(s, str) and s for s in self.stop_strs),
              "must be a non-empty string or a list of them"),
             ("stop_token_ids", all(not isinstance(t, bool) and isinstance(t, int) and t >= 0
@@ -112,6 +120,8 @@ class SamplingParams:
             if not ok:
                 want = "a number" if kind is _NUMBER else f"of type {kind.__name__}"
                 raise ValueError(f"{f.name} must be {want}, not {type(value).__name__}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number (got {value!r})")
         if self.stop is not None and not isinstance(self.stop, (str, list)):
             raise ValueError("stop must be a string or a list of strings")
         if self.stop_token_ids is not None and not isinstance(self.stop_token_ids, list):
@@ -147,7 +157,7 @@ def _check_logit_bias(bias: Any) -> dict[int, float]:
         if token < 0:
             raise ValueError(f"logit_bias key {key!r} is not a token id")
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not -100.0 <= value <= 100.0:
+                or not -100.0 <= value <= 100.0:  # NaN fails the range too
             raise ValueError(f"logit_bias value {value!r} for token {key} must be a number in "
                              "[-100, 100]")
         out[token] = float(value)

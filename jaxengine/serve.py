@@ -5,6 +5,12 @@ minutes of loading; while the engine loads (on a thread) the server already answ
 to everything, /health included. "ready on http://host:port" is logged once the engine is
 loaded and requests are served. The engine is shut down however the server exits (Ctrl-C,
 SIGTERM, an error).
+
+Exit status: 0 after SIGTERM or Ctrl-C (in-flight requests drained); 1 if the engine failed
+to start, or if its engine-core process died while serving. A dead core is not restarted in
+place: requests in flight end at once with a 503 error, new ones get 503 while the server
+closes its connections, and the process exits within seconds so that its supervisor (systemd,
+Docker, Kubernetes, tools.launch_router) restarts it, as a server that lost its engine has.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ def serve(config: EngineConfig) -> None:
             engine.shutdown()
     if "error" in loaded:
         raise SystemExit(f"the engine failed to start: {loaded['error']}")
+    if "died" in loaded:
+        raise SystemExit(f"{loaded['died']}; exiting so that the server is restarted")
 
 
 def _load(config: EngineConfig, starting, server: _Server, loaded: dict[str, object]) -> None:
@@ -101,7 +109,20 @@ def _load(config: EngineConfig, starting, server: _Server, loaded: dict[str, obj
     try:
         engine = Engine(config=config)
         loaded["engine"] = engine
-        starting.ready(create_app(engine))
+        app = create_app(engine)
+
+        def core_died(reason: str) -> None:
+            logger.error("%s: the server exits (status 1) so that its supervisor restarts it",
+                         reason)
+            app.state.stop_reason = f"{reason}; the server is restarting"
+            app.state.draining = True
+            loaded["died"] = reason
+            server.should_exit = True
+
+        engine.death_listeners.append(core_died)
+        if not engine.alive:  # it died before the listener was in place
+            core_died(engine.death_reason or "the engine core died")
+        starting.ready(app)
         logger.info("ready on %s", server.url)
     except Exception as e:  # reported by `serve` once uvicorn has stopped
         logger.exception("the engine failed to start")
@@ -112,8 +133,8 @@ def _load(config: EngineConfig, starting, server: _Server, loaded: dict[str, obj
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # uvicorn handles SIGTERM itself while serving and re-raises it once it has shut down;
     # turning it into SystemExit (instead of the default instant death) lets `serve` run its
-    # `finally` and stop the engine-core process.
-    raise SystemExit(128 + signum)
+    # `finally` and stop the engine-core process. A requested stop that drained is a success.
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, Response
 
 from . import metrics, native, openai_chat, openai_completions, router_endpoints, tokenize
 from .auth import APIKeyMiddleware
-from .errors import APIError, document_400s, install_error_handlers
+from .body_guard import BodyGuard, body_limit
+from .errors import APIError, InternalErrors, document_400s, install_error_handlers
 from .generation import ClientDisconnected
 from .lifecycle import RefuseWhileDraining
 from .protocol import ModelCard, ModelList
@@ -34,6 +35,7 @@ def create_app(engine: Any) -> FastAPI:
     app.state.engine = engine
     app.state.auto_truncate = flags.allow_auto_truncate
     app.state.draining = False  # set on shutdown: new work is refused with 503
+    app.state.stop_reason = None  # why, when it is not a plain shutdown
     app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
     app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
                                      root=str(info.get("model_path") or engine.served_model_name),
@@ -54,6 +56,10 @@ def create_app(engine: Any) -> FastAPI:
     if flags.enable_metrics:
         app.state.metrics = metrics.ServerMetrics(engine, engine.served_model_name)
         app.include_router(metrics.router)
+    # Innermost first: a bug's 500 keeps the connection; bodies are checked once the caller
+    # is known to be allowed in.
+    app.add_middleware(InternalErrors)
+    app.add_middleware(BodyGuard, max_bytes=body_limit(engine.context_length))
     if flags.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=flags.api_key)
     # Added last, so it runs first: while draining, everyone gets a fast 503.

@@ -15,7 +15,7 @@ OPEN_PATHS = frozenset({"/health", "/metrics"})
 class APIKeyMiddleware:
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     def _authorized(self, scope: Scope) -> bool:
         given = b""
@@ -23,8 +23,12 @@ class APIKeyMiddleware:
             if name == b"authorization":
                 given = value
                 break
+        # The scheme is case-insensitive (RFC 9110: "bearer" is "Bearer").
+        scheme, _, token = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            token = b""
         # compare_digest: the time taken must not tell how much of the key was right.
-        return hmac.compare_digest(given, self._expected)
+        return hmac.compare_digest(token.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):

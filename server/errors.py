@@ -18,6 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jaxengine import EngineDeadError
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +131,48 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    @app.exception_handler(EngineDeadError)
+    async def _engine_dead(request: Request, exc: EngineDeadError) -> JSONResponse:
+        # The server exits and its supervisor restarts it: retry, here or elsewhere.
+        response = error_response(f"The engine is not running: {exc}", 503)
+        response.headers["Retry-After"] = "5"
+        return response
+
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
         # The engine's contract: bad input surfaces as ValueError.
         return error_response(str(exc) or "invalid request", 400)
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(f"Internal server error: {type(exc).__name__}: {exc}", 500)
+
+
+class InternalErrors:
+    """A bug becomes a 500 with the OpenAI body, and the connection stays usable: an
+    exception that reached uvicorn after the response was sent (what Starlette's own
+    handler does) would close the keep-alive connection under the client's next request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # a stream cut short: nothing valid can follow on this connection
+                raise
+            logger.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(f"Internal server error: {type(exc).__name__}: {exc}",
+                                      500)
+            await response(scope, receive, send)
 
 
 _ERROR_SCHEMA = {"type": "object", "required": ["object", "message", "type", "code"],

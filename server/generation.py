@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 
 _OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
 RETRY_AFTER_S = "1"
+# Engine requests one HTTP request may make (prompts x n): a batch beyond it is a client bug,
+# or an attempt to fill the queue in one call.
+MAX_BATCH_REQUESTS = 1024
+
+
+def check_batch_size(count: int, param: str) -> None:
+    if count > MAX_BATCH_REQUESTS:
+        raise APIError(f"This request asks for {count} generations (prompts x n); at most "
+                       f"{MAX_BATCH_REQUESTS} are allowed per request", param=param)
 
 
 class ClientDisconnected(Exception):
@@ -132,11 +141,9 @@ async def generate_all(engine: Any, jobs: list[Job], request: Request | None) ->
                 _raise_if_refused(task.result())
             await _watch_disconnect(request, pending)
         return [task.result() for task in tasks]
-    finally:
-        for job, task in zip(jobs, tasks, strict=True):
-            if not task.done():
-                task.cancel()
-                _abort(engine, job.rid)
+    finally:  # a cancelled task aborts its own engine request (never another's)
+        for task in tasks:
+            task.cancel()
 
 
 def _raise_if_refused(out: dict[str, Any]) -> None:
@@ -147,13 +154,6 @@ def _raise_if_refused(out: dict[str, Any]) -> None:
         finish_reason(out["meta_info"])
 
 
-def _abort(engine: Any, rid: str) -> None:
-    try:
-        engine.abort(rid)
-    except Exception:  # aborting is best effort; never mask the real outcome
-        logger.exception("engine.abort(%s) failed", rid)
-
-
 @dataclass
 class StreamSet:
     """The engine streams of one HTTP request, started together and read as one stream."""
@@ -162,7 +162,6 @@ class StreamSet:
     jobs: list[Job]
     _iters: list[Any] = field(default_factory=list)
     _first: list[dict] = field(default_factory=list)
-    _finished: set[int] = field(default_factory=set)
     _closed: bool = False
 
     async def start(self, request: Request | None = None) -> None:
@@ -179,10 +178,9 @@ class StreamSet:
             while not (await asyncio.wait({first}, timeout=0.25))[0]:
                 await _watch_disconnect(request, {first})
             self._first = list(first.result())
-            for k, first in enumerate(self._first):
-                if first["meta_info"].get("finish_reason") is not None:
-                    self._finished.add(k)
-                    finish_reason(first["meta_info"])  # an abort (a full queue) is an error now
+            for chunk in self._first:
+                if chunk["meta_info"].get("finish_reason") is not None:
+                    finish_reason(chunk["meta_info"])  # an abort (a full queue) is an error now
         except BaseException:
             for call in [*calls, first]:
                 if call is not None:
@@ -217,8 +215,6 @@ class StreamSet:
                 if item is None:
                     done += 1
                     continue
-                if item["meta_info"].get("finish_reason") is not None:
-                    self._finished.add(k)
                 yield self.jobs[k], item
         finally:
             for task in pumps:
@@ -230,9 +226,11 @@ class StreamSet:
         if self._closed:
             return
         self._closed = True
-        for k, job in enumerate(self.jobs):
-            if k not in self._finished:
-                _abort(self.engine, job.rid)
+        for stream in self._iters:
+            try:
+                stream.abort()
+            except Exception:  # aborting is best effort; never mask the real outcome
+                logger.exception("aborting a stream failed")
 
 
 class SSEResponse(StreamingResponse):

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from .errors import APIError
-from .generation import check_sampling
+from .generation import check_batch_size, check_sampling
 from .protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 
@@ -144,6 +144,7 @@ def completion_prompts(engine: Any, req: CompletionRequest,
         batch = list(prompt)
     if not batch:
         raise APIError("prompt must not be empty", param="prompt")
+    check_batch_size(len(batch) * req.n, "prompt")
     out = []
     for k, item in enumerate(batch):
         param = "prompt" if len(batch) == 1 else f"prompt[{k}]"
@@ -184,14 +185,23 @@ def max_new_tokens(n_prompt: int, max_tokens: int | None, context_length: int,
     return max_tokens
 
 
+def truncated(ids: list[int], max_tokens: int | None, context_length: int) -> list[int]:
+    """--allow-auto-truncate: a prompt that leaves no room for max_tokens keeps its last
+    tokens (the question and the generation prompt are at the end), so that max_tokens fit;
+    without max_tokens, a quarter of the context is kept for the answer. At least one prompt
+    token stays."""
+    room = max_tokens if max_tokens is not None else context_length // 4
+    keep = max(context_length - room, 1)
+    return ids if len(ids) + room <= context_length else ids[-keep:]
+
+
 def fit_prompt(ids: list[int], max_tokens: int | None, context_length: int, truncate: bool,
                param: str) -> tuple[list[int], int]:
     """(prompt ids, max new tokens). With --allow-auto-truncate a prompt that does not fit
-    keeps its last tokens (the question and the generation prompt are at the end) and
-    max_tokens shrinks to what is left; otherwise it is a 400."""
+    is cut (see `truncated`) and max_tokens shrinks only when even one prompt token leaves
+    too little room; otherwise it is a 400."""
     if not truncate:
         return ids, max_new_tokens(len(ids), max_tokens, context_length, param)
-    if len(ids) >= context_length:
-        ids = ids[-(context_length - 1):]
+    ids = truncated(ids, max_tokens, context_length)
     left = context_length - len(ids)
     return ids, left if max_tokens is None else min(max_tokens, left)

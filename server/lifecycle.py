@@ -30,8 +30,8 @@ class RefuseWhileDraining:
         state = scope.get("app").state if scope.get("app") is not None else None
         if (scope["type"] == "http" and scope["path"] not in _ALWAYS_OPEN
                 and getattr(state, "draining", False)):
-            response = error_response("The server is shutting down; retry on another replica",
-                                      503)
+            reason = getattr(state, "stop_reason", None) or "The server is shutting down"
+            response = error_response(f"{reason}; retry on another replica", 503)
             response.headers["Retry-After"] = "1"
             await response(scope, receive, send)
             return

@@ -13,11 +13,14 @@ import json
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+
+from jaxengine.sampling_params import SamplingParams
 
 from .errors import APIError, sse_error
 from .generation import (
@@ -25,16 +28,18 @@ from .generation import (
     Job,
     SSEResponse,
     StreamSet,
+    check_batch_size,
     check_sampling,
     generate_all,
     sse,
 )
-from .inputs import check_token_ids
+from .inputs import check_token_ids, truncated
 from .logprobs import token_strings
 from .protocol import AbortRequest, GenerateRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+DEFAULT_MAX_NEW_TOKENS = SamplingParams().max_new_tokens
 
 
 def json_safe(value: Any) -> Any:
@@ -42,14 +47,28 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-@router.get("/health")
+PROBE_METHODS = "GET, HEAD, OPTIONS"
+
+
+# One route per method: one OpenAPI operation id each.
+@router.get("/health", operation_id="health_get")
+@router.head("/health", operation_id="health_head")
 async def health(raw: Request) -> Response:
     """200 once the engine is loaded (before that, `lifecycle.Starting` answers 503); 503 if
-    its engine core has died, so a load balancer stops sending work to this server."""
-    return Response(status_code=200 if raw.app.state.engine.alive else 503)
+    its engine core has died or the server is shutting down, so a load balancer stops
+    sending work to this server."""
+    state = raw.app.state
+    return Response(status_code=200 if state.engine.alive and not state.draining else 503)
 
 
-@router.get("/health_generate")
+@router.options("/health", operation_id="health_options")
+@router.options("/health_generate", operation_id="health_generate_options")
+async def probe_options() -> Response:
+    return Response(status_code=204, headers={"Allow": PROBE_METHODS})
+
+
+@router.get("/health_generate", operation_id="health_generate_get")
+@router.head("/health_generate", operation_id="health_generate_head")
 async def health_generate(raw: Request) -> Response:
     """200 if the engine can generate one token within 20 s, 503 otherwise (or while the
     server shuts down)."""
@@ -119,12 +138,20 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
         prompts = req.input_ids if batch else [req.input_ids]
     if not prompts:
         raise APIError("The batch of prompts is empty", param="text")
+    check_batch_size(len(prompts), "text" if req.text is not None else "input_ids")
     sampling = req.sampling_params
     samplings = sampling if isinstance(sampling, list) else [sampling or {}] * len(prompts)
+    if batch and isinstance(req.rid, str):
+        raise APIError("A batch of prompts takes a list of rids, one per prompt", param="rid")
     rids = req.rid if isinstance(req.rid, list) else [req.rid] * len(prompts)
     if len(samplings) != len(prompts) or len(rids) != len(prompts):
         raise APIError("sampling_params and rid lists must match the number of prompts",
                        param="sampling_params")
+    repeated = sorted(r for r, n in Counter(rids).items() if r is not None and n > 1)
+    if repeated:
+        # A rid names one request (for /abort_request and in meta_info): one per prompt.
+        raise APIError(f"rid {repeated[0]!r} is given to more than one prompt of the batch",
+                       param="rid")
     if req.logprob_start_len != -1:
         # Prompt logprobs need the logits of every prompt position; a step computes only the
         # last one of each sequence.
@@ -155,9 +182,12 @@ async def generate(req: GenerateRequest, raw: Request) -> Response:
     jobs, batch = _jobs(req, raw.app.state.vocab_size)
     if raw.app.state.auto_truncate:
         for job in jobs:
-            ids = job.input_ids or engine.tokenizer.encode(job.prompt, add_special_tokens=False)
-            if len(ids) >= engine.context_length:  # keep the end, as the OpenAI routes do
-                job.input_ids, job.prompt = ids[-(engine.context_length - 1):], None
+            ids = job.input_ids or await asyncio.to_thread(
+                engine.tokenizer.encode, job.prompt, add_special_tokens=False)
+            fitted = truncated(ids, job.sampling.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
+                               engine.context_length)
+            if fitted is not ids:  # keep the end, as the OpenAI routes do
+                job.input_ids, job.prompt = fitted, None
     if req.stream:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -48,7 +49,7 @@ router = APIRouter()
 async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
     reject_unsupported(req, raw.app.state.vocab_size)
-    ids = chat_input_ids(engine, req)
+    ids = await asyncio.to_thread(chat_input_ids, engine, req)  # long prompts take seconds
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     ids, budget = fit_prompt(ids, limit, engine.context_length, raw.app.state.auto_truncate,
                              param="messages")

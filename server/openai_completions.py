@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -35,13 +36,15 @@ async def completions(req: CompletionRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
     vocab_size = raw.app.state.vocab_size
     reject_unsupported(req, vocab_size)
-    given = completion_prompts(engine, req, vocab_size)
+    given = await asyncio.to_thread(completion_prompts, engine, req, vocab_size)
     prompts, params = [], []
     for k, (ids, text) in enumerate(given):
         fitted, budget = fit_prompt(ids, req.max_tokens, engine.context_length,
                                     raw.app.state.auto_truncate,
                                     param="prompt" if len(given) == 1 else f"prompt[{k}]")
-        prompts.append((fitted, text if fitted is ids else engine.tokenizer.decode(fitted)))
+        if fitted is not ids:
+            text = await asyncio.to_thread(engine.tokenizer.decode, fitted)
+        prompts.append((fitted, text))
         params.append(sampling_params(req, budget, vocab_size))
     rid = f"cmpl-{uuid.uuid4().hex}"
     jobs = make_jobs(rid, [ids for ids, _ in prompts], params, req.n)

@@ -4,6 +4,10 @@ Field names follow the OpenAI API (see the OpenAPI spec) plus SGLang's sampling 
 (top_k, min_p, repetition_penalty, min_tokens, ignore_eos, ...). Unknown fields are ignored,
 as OpenAI clients send many optional ones; fields that would change the answer but are not
 supported yet (tools, suffix, ...) are rejected with a 400 by the endpoints.
+
+Types are strict, as OpenAI's API is: "0.5" is not a number, "yes" not a boolean, 2.0 not an
+integer, and numbers must be finite (1e999 and Infinity are refused). An explicit null means
+the field's default, as in OpenAI's spec, where these fields are nullable.
 """
 
 from __future__ import annotations
@@ -11,11 +15,22 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+INT64 = 2**63
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items()
+                if not (v is None and k in fields and fields[k].default is not None)}
 
 
 class StreamOptions(_Request):
@@ -30,7 +45,7 @@ class SamplingFields(_Request):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=128)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stream: bool = False
@@ -38,7 +53,7 @@ class SamplingFields(_Request):
     user: str | None = None
     logit_bias: dict[str, float] | None = None
     # SGLang extras
-    top_k: int = -1
+    top_k: int = Field(-1, ge=-1, lt=INT64)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
     min_tokens: int = Field(0, ge=0)

@@ -3,6 +3,7 @@ tokenizer, so clients can count tokens exactly as the engine will."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,9 +18,13 @@ router = APIRouter()
 
 @router.post("/v1/tokenize")
 async def tokenize(req: TokenizeRequest, raw: Request) -> JSONResponse:
-    engine = raw.app.state.engine
     if (req.prompt is None) == (req.messages is None):
         raise APIError("Give exactly one of 'prompt' and 'messages'", param="prompt")
+    # Off the event loop: a long text takes seconds, and every other route must answer.
+    return JSONResponse(await asyncio.to_thread(_tokenize, raw.app.state.engine, req))
+
+
+def _tokenize(engine: Any, req: TokenizeRequest) -> dict[str, Any]:
     if req.messages is not None:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in req.messages]
@@ -35,8 +40,7 @@ async def tokenize(req: TokenizeRequest, raw: Request) -> JSONResponse:
         tokens = [engine.tokenizer.encode(p, add_special_tokens=req.add_special_tokens)
                   for p in req.prompt]
         count = [len(t) for t in tokens]
-    return JSONResponse({"tokens": tokens, "count": count,
-                         "max_model_len": engine.context_length})
+    return {"tokens": tokens, "count": count, "max_model_len": engine.context_length}
 
 
 @router.post("/v1/detokenize")
@@ -46,6 +50,7 @@ async def detokenize(req: DetokenizeRequest, raw: Request) -> JSONResponse:
     seqs: list[list[int]] = req.tokens if batch else [req.tokens]  # type: ignore[assignment]
     for k, ids in enumerate(seqs):
         check_token_ids(ids, raw.app.state.vocab_size, f"tokens[{k}]" if batch else "tokens")
-    texts = [engine.tokenizer.decode(ids, skip_special_tokens=req.skip_special_tokens)
-             for ids in seqs]
+    texts = await asyncio.to_thread(
+        lambda: [engine.tokenizer.decode(ids, skip_special_tokens=req.skip_special_tokens)
+                 for ids in seqs])
     return JSONResponse({"text": texts if batch else texts[0]})

@@ -74,6 +74,10 @@ class DataParallelCore:
     def has_work(self) -> bool:
         return any(r.has_work for r in self.replicas)
 
+    @property
+    def idle(self) -> bool:
+        return all(r.idle for r in self.replicas)
+
     def info(self) -> dict[str, Any]:
         return {**self.replicas[0].info(), "dp_size": len(self.replicas)}
 

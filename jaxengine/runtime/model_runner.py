@@ -69,13 +69,19 @@ class ModelRunner:
         self.num_pages = self._num_pages(config)
         self.max_total_tokens = (self.num_pages - 1) * self.page_size
         self.max_seqs = config.scheduler.max_running_requests
+        # What one request may hold: the pool caps it when smaller than the context.
         self.max_context = min(self.context_length, self.max_total_tokens)
+        if self.max_context < self.context_length:
+            log.warning("the KV pool holds %d tokens, fewer than the context length %d: "
+                        "requests are limited to %d tokens (raise --max-total-tokens or "
+                        "--mem-fraction-static)", self.max_total_tokens, self.context_length,
+                        self.max_context)
         a = self.arch
         backend = resolve_backend(config.model.attention_backend, page_size=self.page_size,
                                   head_dim=a.head_dim, platform=self.platform)
         self.buckets = StepBuckets(
             page_size=self.page_size, max_seqs=self.max_seqs,
-            max_pages_per_seq=-(-self.context_length // self.page_size),
+            max_pages_per_seq=-(-self.max_context // self.page_size),
             max_step_tokens=max(config.scheduler.chunked_prefill_size, self.max_seqs),
             attention_budget=max(ATTENTION_BUDGET, self.max_context),
             pages_follow_context=backend == "reference", cascade=backend != "reference")

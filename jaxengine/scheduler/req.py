@@ -29,6 +29,7 @@ class Req:
     outputs_at_admission: int = 0  # outputs already sampled when last admitted (preemption)
     finish_reason: FinishReason | None = None
     matched_stop: int | str | None = None
+    abort_message: str | None = None   # why the scheduler aborted it, for the client
     arrival_time: float = field(default_factory=time.monotonic)
     num_preemptions: int = 0
     cache_node: Any = None       # radix node this request holds locked (its shared prefix)

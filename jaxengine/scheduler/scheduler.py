@@ -302,8 +302,13 @@ class Scheduler:
         (a step already in flight) is dropped when it does: no token past the stop."""
         p = req.params
         if req.grammar is not None and not req.grammar.accept(token):
-            # A dead end: no token was allowed, and this one is not part of the output.
-            req.finish_reason = FinishReason.STOP
+            # A dead end: no token was allowed, and this one is not part of the output. If
+            # the backend failed instead (a limit hit), the output breaks the grammar: abort.
+            failure = getattr(req.grammar, "failure", None)
+            req.finish_reason = FinishReason.STOP if failure is None else FinishReason.ABORT
+            if failure is not None:
+                req.abort_message = (f"the grammar backend failed after {n - 1} output "
+                                     f"tokens: {failure}")
             del req.output_ids[n - 1:]
             return
         if n >= p.min_new_tokens:

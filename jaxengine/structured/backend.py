@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections import OrderedDict
+
+import numpy as np
 
 from jaxengine.structured.matcher import GrammarMatcher
 from jaxengine.structured.schema import close_objects
@@ -21,12 +24,14 @@ def grammar_text(kind: str, spec: str) -> str:
     if kind == "json_schema":
         try:
             schema = json.loads(spec)
+            if not isinstance(schema, dict):
+                raise ValueError("a schema must be a JSON object")
+            return llguidance.LLMatcher.grammar_from_json_schema(close_objects(schema),
+                                                                 defaults=JSON_OPTIONS)
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON: {e}") from e
-        if not isinstance(schema, dict):
-            raise ValueError("a schema must be a JSON object")
-        return llguidance.LLMatcher.grammar_from_json_schema(close_objects(schema),
-                                                             defaults=JSON_OPTIONS)
+        except RecursionError:
+            raise ValueError("the schema nests too deeply") from None
     if kind == "regex":
         # As in JSON schema and JavaScript: \d and \w are ASCII (Rust's are Unicode).
         return llguidance.LLMatcher.grammar_from_lark(
@@ -36,11 +41,21 @@ def grammar_text(kind: str, spec: str) -> str:
     raise ValueError(f"unknown grammar kind {kind!r}")
 
 
+def tokenizer_json(tokenizer) -> str:
+    """An HF fast tokenizer as the JSON llguidance builds its own view from (what a grammar
+    sandbox process receives instead of the tokenizer object)."""
+    backend = copy.copy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    return backend.to_str()
+
+
 class GrammarBackend:
     """Compiled grammars for one tokenizer, cached by (kind, spec); each request gets a copy.
 
-    Building llguidance's view of the tokenizer takes about a second, so it happens on the
-    first grammar. EOS is allowed exactly where the grammar accepts.
+    `tokenizer` is an HF fast tokenizer or its `tokenizer_json`. Building llguidance's view of
+    it takes about a second, so it happens on the first grammar. EOS is allowed exactly where
+    the grammar accepts.
     """
 
     def __init__(self, tokenizer, vocab_size: int, eos_ids: list[int], cache_size: int = 256):
@@ -54,10 +69,12 @@ class GrammarBackend:
 
     def _llt(self):
         if self._lltokenizer is None:
-            import llguidance.hf
+            import llguidance
 
-            self._lltokenizer = llguidance.hf.from_tokenizer(
-                self._tokenizer, n_vocab=self.vocab_size, eos_token=self._eos_ids)
+            text = self._tokenizer if isinstance(self._tokenizer, str) else \
+                tokenizer_json(self._tokenizer)
+            self._lltokenizer = llguidance.LLTokenizer(text, n_vocab=self.vocab_size,
+                                                       eos_token=self._eos_ids)
         return self._lltokenizer
 
     def compile(self, kind: str, spec: str):
@@ -86,3 +103,13 @@ class GrammarBackend:
 
     def matcher(self, kind: str, spec: str) -> GrammarMatcher:
         return GrammarMatcher(self.compile(kind, spec).deep_copy())
+
+    def check(self, kind: str, spec: str) -> None:
+        """Compile, then take the first step a request takes (the forced prefix and the first
+        token mask): ValueError with the reason if either fails. A grammar that compiles but
+        exhausts the backend's limits at once would otherwise end every request empty."""
+        matcher = self.matcher(kind, spec)
+        matcher.jump_forward()
+        row = np.zeros(-(-self.vocab_size // 32), np.int32)
+        if not matcher.fill_bitmask(row) and matcher.error:
+            raise ValueError(f"the grammar backend cannot run this {kind}: {matcher.error}")

@@ -11,10 +11,21 @@ class GrammarMatcher:
 
     def __init__(self, matcher):
         self._m = matcher
+        # Set when the backend failed to compute a mask (it hit one of its limits): the
+        # request cannot go on under its grammar, which is not the same as a dead end.
+        self.failure: str | None = None
 
     def accept(self, token: int) -> bool:
         """Consume a sampled token; False when the grammar rejects it (a dead end)."""
         return self._m.consume_token(token)
+
+    @property
+    def error(self) -> str | None:
+        """Why the matcher stopped working (the backend hit one of its limits, or a token
+        outside the grammar was fed), or None."""
+        if not self._m.is_error():
+            return None
+        return self._m.get_error().split("\n", 1)[0] or "grammar error"
 
     @property
     def done(self) -> bool:
@@ -24,10 +35,12 @@ class GrammarMatcher:
     def fill_bitmask(self, row: np.ndarray) -> bool:
         """Write the allowed next tokens into `row` ([ceil(V/32)] int32, bit j of word w is
         token 32w + j); False when no token is allowed."""
+        if not self._m.is_error():
+            self._m.unsafe_compute_mask_ptr(row.ctypes.data, row.nbytes)
         if self._m.is_error():
+            self.failure = self.failure or self.error
             row[:] = 0
             return False
-        self._m.unsafe_compute_mask_ptr(row.ctypes.data, row.nbytes)
         return bool(row.any())
 
     def jump_forward(self) -> list[int]:
