@@ -40,11 +40,12 @@ class ModelConfig:
                                          "(default: the model path's name).")
     chat_template: str | None = _opt(None, "A Jinja chat template file, or the template itself.")
     attention_backend: str = _opt(
-        "auto", "Attention implementation: auto (Pallas on GPU/TPU, the jnp reference on "
-        "CPU), reference, pallas, pallas-gpu, pallas-tpu, pallas-interpret (slow; any "
-        "platform), pallas-tpu-interpret.",
-        choices=("auto", "reference", "pallas", "pallas-gpu", "pallas-tpu", "pallas-interpret",
-                 "pallas-tpu-interpret"))
+        "auto", "Attention implementation: auto (Pallas on GPU/TPU, blocked on CPU), blocked "
+        "(query blocks x key chunks in jnp), reference (the jnp oracle; gathers whole "
+        "contexts), pallas, pallas-gpu, pallas-tpu, pallas-interpret (slow; any platform), "
+        "pallas-tpu-interpret.",
+        choices=("auto", "blocked", "reference", "pallas", "pallas-gpu", "pallas-tpu",
+                 "pallas-interpret", "pallas-tpu-interpret"))
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ class EngineCore:
             max_running=config.scheduler.max_running_requests,
             chunk_tokens=config.scheduler.chunked_prefill_size,
             max_context=self.max_context,
-            attention_budget=r.buckets.attention_budget,
+            attention_budget=r.attention_budget, gathers_pages=r.backend == "reference",
             radix_cache=not config.cache.disable_radix_cache,
             policy=config.scheduler.schedule_policy)
         self.scheduler = Scheduler(limits, self.eos_ids, self._matched_stop_text)
@@ -318,6 +318,7 @@ class EngineCore:
                 "num_cached_tokens": cached_pages * s.limits.page_size,
                 "prompt_tokens_total": s.prompt_tokens_total,
                 "cached_tokens_total": s.cached_tokens_total,
+                "num_preemptions_total": s.preemptions_total,
                 "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1),
                 "max_total_num_tokens": (s.allocator.num_pages - 1) * s.limits.page_size,
                 "token_usage": used_pages / max(s.allocator.num_pages - 1, 1),

@@ -37,6 +37,7 @@ COUNTERS = {
     "cached_tokens_total": "Prompt tokens served from the prefix cache.",
     "num_requests_total": "Requests finished (aborted ones included).",
     "num_aborted_requests_total": "Requests aborted or refused.",
+    "num_preemptions_total": "Running requests preempted (recomputed later) for KV pages.",
 }
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
             160.0, 320.0, 640.0)

@@ -3,8 +3,12 @@
 Model code never knows which kernel runs: the model passes on the backend it was built with
 (`--attention-backend`, resolved while tracing). Backends:
   auto                  by jax.default_backend(): gpu -> pallas-gpu, tpu -> pallas-tpu,
-                        anything else -> reference (the fast choice on CPU)
-  reference             the pure-jnp oracle (pallas_kernels/ragged_paged_attention.py)
+                        anything else -> blocked
+  blocked               query blocks x key chunks in plain jnp, the CPU implementation:
+                        memory and work follow the live context
+                        (pallas_kernels/ragged_paged_attention_blocked.py)
+  reference             the pure-jnp oracle (pallas_kernels/ragged_paged_attention.py): every
+                        token gathers its sequence's pages up to the step's page bucket
   pallas                the Pallas kernel of the current platform (interpret mode on CPU)
   pallas-gpu            the Triton-lowered kernel (ragged_paged_attention_gpu.py)
   pallas-tpu            the Mosaic TPU kernel (ragged_paged_attention_tpu.py)
@@ -25,9 +29,10 @@ import jax
 from jaxengine.runtime.kv_cache import KVCache, write_kv
 from pallas_kernels.cascade_attention import cascade_attention
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference
+from pallas_kernels.ragged_paged_attention_blocked import ragged_paged_attention_blocked
 
-BACKENDS = ("auto", "reference", "pallas", "pallas-gpu", "pallas-tpu", "pallas-interpret",
-            "pallas-tpu-interpret")
+BACKENDS = ("auto", "blocked", "reference", "pallas", "pallas-gpu", "pallas-tpu",
+            "pallas-interpret", "pallas-tpu-interpret")
 
 
 class SharedPrefix(NamedTuple):
@@ -56,7 +61,7 @@ def _pow2(x: int) -> bool:
 def resolve_backend(name: str, *, page_size: int | None = None,
                     head_dim: int | None = None, platform: str | None = None) -> str:
     """The concrete implementation for `name` on `platform` (default: jax.default_backend()):
-    reference, pallas-gpu, pallas-tpu, pallas-interpret or pallas-tpu-interpret."""
+    blocked, reference, pallas-gpu, pallas-tpu, pallas-interpret or pallas-tpu-interpret."""
     if name not in BACKENDS:
         raise ValueError(f"attention backend {name!r} is not one of {BACKENDS}")
     if name not in ("auto", "pallas"):
@@ -67,13 +72,15 @@ def resolve_backend(name: str, *, page_size: int | None = None,
         return "pallas-gpu" if fits or name == "pallas" else "reference"
     if platform == "tpu":
         return "pallas-tpu"
-    return "reference" if name == "auto" else "pallas-interpret"
+    return "blocked" if name == "auto" else "pallas-interpret"
 
 
 def ragged_attention_fn(backend: str):
     """The ragged paged attention function of a concrete backend (reference signature)."""
     if backend == "reference":
         return ragged_paged_attention_reference
+    if backend == "blocked":
+        return ragged_paged_attention_blocked
     if backend in ("pallas-gpu", "pallas-interpret"):
         from pallas_kernels.ragged_paged_attention_gpu import ragged_paged_attention_gpu
         return functools.partial(ragged_paged_attention_gpu,
@@ -109,9 +116,10 @@ def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, la
 
 
 def _per_device(attend, mesh, args, layer, prefix) -> jax.Array:
-    """Run a Pallas attention under shard_map: on each device, its query heads against its KV
-    heads when the pool is split by KV head; otherwise (KV replicated) every device computes
-    all heads, as the kernels need whole GQA groups."""
+    """Run a kernel (Pallas, or the blocked loops, which GSPMD would not split by head)
+    under shard_map: on each device, its query heads against its KV heads when the pool is
+    split by KV head; otherwise (KV replicated) every device computes all heads, as the
+    kernels need whole GQA groups."""
     from jax.sharding import PartitionSpec as P
 
     tp = mesh.shape["tp"]
@@ -137,7 +145,7 @@ def _attend(impl: str, q, k_pages, v_pages, kv_lens, page_indices, cu_q_lens, nu
         return ragged_attention_fn(impl)(*args, layer=layer, sm_scale=sm_scale,
                                          soft_cap=soft_cap, sliding_window=sliding_window)
 
-    if prefix is None or sliding_window is not None:
+    if prefix is None or sliding_window is not None or impl not in _CASCADE_IMPL:
         return plain()
     kernel, interpret = _CASCADE_IMPL[impl]
 

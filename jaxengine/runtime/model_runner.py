@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 CPU_DEFAULT_TOTAL_TOKENS = 16384
 # Most (tokens in a step) x (longest context) the reference attention gathers at once.
-ATTENTION_BUDGET = 1 << 18
+GATHER_BUDGET = 1 << 18
+# Least attention work (chunk tokens x context) prefill may add to a CPU step: twice that of a
+# fresh 512-token chunk (measured on 2 cores: an 8k prompt prefills in 48 s with 0.5 s steps;
+# half of it: 66 s, 0.37 s steps; twice: 39 s, 0.84 s steps).
+CPU_PREFILL_WORK = 1 << 19
 
 
 def resolve_dtype(name: str, platform: str) -> jnp.dtype:
@@ -79,12 +83,25 @@ class ModelRunner:
         a = self.arch
         backend = resolve_backend(config.model.attention_backend, page_size=self.page_size,
                                   head_dim=a.head_dim, platform=self.platform)
+        self.backend = backend
+        chunk = config.scheduler.chunked_prefill_size
         self.buckets = StepBuckets(
             page_size=self.page_size, max_seqs=self.max_seqs,
             max_pages_per_seq=-(-self.max_context // self.page_size),
-            max_step_tokens=max(config.scheduler.chunked_prefill_size, self.max_seqs),
-            attention_budget=max(ATTENTION_BUDGET, self.max_context),
-            pages_follow_context=backend == "reference", cascade=backend != "reference")
+            max_step_tokens=max(chunk, self.max_seqs),
+            attention_budget=max(GATHER_BUDGET, self.max_context),
+            pages_follow_context=backend == "reference",
+            cascade=backend not in ("reference", "blocked"))
+        # What the scheduler bounds: the reference's gather; on CPU the attention work prefill
+        # adds to a step, twice that of a fresh full chunk, so a long prompt stalls the
+        # decodes beside it about as much as a short one does. Accelerators bound a step by
+        # --chunked-prefill-size alone, as SGLang does.
+        if backend == "reference":
+            self.attention_budget: int | None = self.buckets.attention_budget
+        elif self.platform == "cpu":
+            self.attention_budget = max(2 * chunk * chunk, CPU_PREFILL_WORK)
+        else:
+            self.attention_budget = None
         self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
                                    a.head_dim, self.dtype,
                                    None if self.tp is None else self.tp.kv_sharding)

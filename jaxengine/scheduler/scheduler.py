@@ -53,7 +53,13 @@ class SchedulerLimits:
     max_running: int
     chunk_tokens: int            # token budget of one step
     max_context: int             # prompt + output tokens of one request
-    attention_budget: int        # max (tokens in step) x (context of the longest sequence)
+    # Bound on a step's attention work, None for none. With `gathers_pages` (the reference
+    # attention, where every token reads the longest context's pages) it bounds (tokens in
+    # the step) x (longest context); otherwise the work prefill chunks add, sum of (chunk
+    # tokens) x (context), so that a long prompt never stalls the decodes it shares steps with
+    # more than a fresh full chunk does.
+    attention_budget: int | None = None
+    gathers_pages: bool = False
     radix_cache: bool = True
     policy: str = "fcfs"
 
@@ -72,6 +78,7 @@ class Scheduler:
         self._rng = random.Random(0)
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
+        self.preemptions_total = 0
         self._last_committed: Batch | None = None
 
     # ---- requests in and out ------------------------------------------------------------
@@ -102,9 +109,8 @@ class Scheduler:
         for req in self._decodes_with_room():
             entries.append(BatchEntry(req, req.num_computed, 1, True, False))
             budget -= 1
-        longest = max((e.start + 1 for e in entries), default=0)
         for req in [r for r in self.running if r.in_prefill]:
-            budget, longest = self._add_chunk(req, entries, budget, longest, reset=False)
+            budget = self._add_chunk(req, entries, budget, reset=False)
         if self.waiting and len(self.running) < self.limits.max_running and budget > 0:
             self.waiting = deque(order_waiting(list(self.waiting), self.limits.policy,
                                                self.cache, self._rng))
@@ -112,7 +118,7 @@ class Scheduler:
             req = self.waiting[0]
             self._reuse_cached_prefix(req)
             before = len(entries)
-            budget, longest = self._add_chunk(req, entries, budget, longest, reset=True)
+            budget = self._add_chunk(req, entries, budget, reset=True)
             if len(entries) == before:
                 self._release_pages(req, keep_computed=False)
                 break
@@ -158,21 +164,27 @@ class Scheduler:
                 ready.append(req)
         return ready
 
-    def _add_chunk(self, req: Req, entries: list[BatchEntry], budget: int, longest: int,
-                   reset: bool) -> tuple[int, int]:
+    def _add_chunk(self, req: Req, entries: list[BatchEntry], budget: int, reset: bool) -> int:
         start = req.num_computed
         chunk = min(req.num_pending, budget)
-        tokens = sum(e.length for e in entries)
-        # Keep (tokens in step) x (longest context) under the attention budget.
-        while chunk > 0 and (tokens + chunk) * max(longest, start + chunk) > self.limits.attention_budget:
+        while chunk > 0 and self._attention_work(entries, start, chunk) > \
+                (self.limits.attention_budget or float("inf")):
             chunk //= 2
         if chunk <= 0 or (chunk < req.num_pending and chunk < self.limits.page_size and entries):
-            return budget, longest
+            return budget
         if not self._grow(req, start + chunk):
-            return budget, longest
+            return budget
         samples = start + chunk == req.num_tokens
         entries.append(BatchEntry(req, start, chunk, samples, reset))
-        return budget - chunk, max(longest, start + chunk)
+        return budget - chunk
+
+    def _attention_work(self, entries: list[BatchEntry], start: int, chunk: int) -> int:
+        """What the attention budget bounds, with one more chunk [start, start + chunk)."""
+        if self.limits.gathers_pages:
+            tokens = sum(e.length for e in entries) + chunk
+            return tokens * max([e.start + e.length for e in entries] + [start + chunk])
+        return sum(e.length * (e.start + e.length) for e in entries if e.length > 1) + \
+            chunk * (start + chunk)
 
     def _grow(self, req: Req, num_tokens: int) -> bool:
         """Own enough pages for num_tokens tokens; False (nothing taken) if the pool is short."""
@@ -191,6 +203,7 @@ class Scheduler:
     def _preempt(self, req: Req) -> None:
         self._release(req)
         req.num_preemptions += 1
+        self.preemptions_total += 1
         self.waiting.appendleft(req)
 
     def _release(self, req: Req) -> None:

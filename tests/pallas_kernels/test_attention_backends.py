@@ -19,7 +19,7 @@ from tests.pallas_kernels.cases import assert_close
 
 
 def test_resolve_backend():
-    assert resolve_backend("auto", platform="cpu") == "reference"
+    assert resolve_backend("auto", platform="cpu") == "blocked"
     assert resolve_backend("auto", platform="gpu", page_size=16, head_dim=128) == "pallas-gpu"
     assert resolve_backend("auto", platform="gpu", page_size=16, head_dim=80) == "reference"
     assert resolve_backend("auto", platform="tpu") == "pallas-tpu"
@@ -51,7 +51,7 @@ def _step(T, B, Pb, seqs, page_size):
     return jnp.asarray(positions), meta
 
 
-@pytest.mark.parametrize("backend", ["pallas-interpret", "pallas-tpu-interpret"])
+@pytest.mark.parametrize("backend", ["blocked", "pallas-interpret", "pallas-tpu-interpret"])
 def test_tiny_model_same_greedy_tokens(backend):
     pytest.importorskip("flax")
     from flax import nnx
