@@ -23,6 +23,7 @@ def free_port() -> int:
 class Server:
     url: str
     startup_seconds: float  # from launch to the first 200 on /health
+    pid: int
 
 
 @contextlib.contextmanager
@@ -42,7 +43,7 @@ def serving(flags: list[str], timeout: float = 1800) -> Iterator[Server]:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
             time.sleep(0.2)
-        yield Server(url, time.monotonic() - t0)
+        yield Server(url, time.monotonic() - t0, proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)

@@ -18,6 +18,9 @@ from .errors import error_response
 
 MAX_DEPTH = 128  # JSON schemas nest a few dozen levels at most
 MIN_BODY_BYTES = 8 << 20
+# A body past the limit is read (and dropped) up to this much, so that the client, still
+# sending, reads a clean 413 instead of a reset connection; beyond it the connection is cut.
+DRAIN_BYTES = 64 << 20
 BODY_BYTES_PER_TOKEN = 32  # text and JSON escapes: a context's worth of prompt fits easily
 _THREAD_OVER = 256 << 10  # bodies larger than this are checked off the event loop
 
@@ -134,8 +137,9 @@ class BodyGuard:
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         too_big = BodyProblem(f"The request body is larger than {self.max_bytes} bytes", 413)
+        drain_limit = max(DRAIN_BYTES, self.max_bytes)
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > drain_limit:
             raise too_big
         chunks, size = [], 0
         while True:
@@ -144,11 +148,15 @@ class BodyGuard:
                 raise _Gone()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size <= self.max_bytes:
+                chunks.append(chunk)
+            elif size > drain_limit:
                 raise too_big
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                break
+        if size > self.max_bytes:
+            raise too_big
+        return b"".join(chunks)
 
 
 class _Gone(Exception):

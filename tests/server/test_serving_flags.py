@@ -104,6 +104,9 @@ def test_probes_are_open_and_the_key_works(flagged, http: httpx.Client) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
     assert http.get("/get_server_info").json()["api_key"] == "<set>"  # never echoed
+    for scheme in ("bearer", "BEARER", "Bearer "):  # the scheme is case-insensitive
+        response = httpx.get(f"{url}/v1/models", headers={"Authorization": f"{scheme} {KEY}"})
+        assert response.status_code == 200, scheme
 
 
 # -- --allow-auto-truncate -------------------------------------------------------------------
@@ -121,6 +124,23 @@ def test_long_prompts_are_truncated_not_refused(http: httpx.Client) -> None:
     native = http.post("/generate", json={"text": long, "sampling_params": {
         "max_new_tokens": 2}})
     assert native.status_code == 200, native.text
+
+
+def test_truncation_leaves_room_for_max_tokens(http: httpx.Client) -> None:
+    long = "hello " * 400
+    out = http.post("/v1/completions", json={"prompt": long, "max_tokens": 40,
+                                             "ignore_eos": True, "temperature": 0.0})
+    assert out.status_code == 200, out.text
+    usage = out.json()["usage"]
+    assert usage["completion_tokens"] == 40 and usage["prompt_tokens"] == 256 - 40
+    native = http.post("/generate", json={"text": long, "sampling_params": {
+        "max_new_tokens": 30, "ignore_eos": True}}).json()
+    assert native["meta_info"]["completion_tokens"] == 30
+    assert native["meta_info"]["prompt_tokens"] == 256 - 30
+    chat = http.post("/v1/chat/completions", json={  # no max_tokens: a quarter is kept
+        "messages": [{"role": "user", "content": long}], "ignore_eos": True,
+        "max_tokens": None}).json()
+    assert chat["usage"]["prompt_tokens"] == 256 - 256 // 4
 
 
 # -- --max-queued-requests -------------------------------------------------------------------
@@ -142,6 +162,30 @@ def test_a_full_queue_answers_503_with_retry_after(http: httpx.Client) -> None:
         "max_new_tokens": 64, "ignore_eos": True}})
     assert batch.status_code == 503, batch.text  # one refused prompt fails the batch at once
     assert http.get("/get_server_info").json()["num_queue_reqs"] == 0  # the others stopped
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/completions", {**LONG_BODY, "stream": True}),
+    ("/v1/completions", {**LONG_BODY, "stream": True, "n": 2}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12,
+                              "ignore_eos": True, "stream": True}),
+    ("/generate", {"text": "Once upon a time", "stream": True,
+                   "sampling_params": {"max_new_tokens": 12, "ignore_eos": True}}),
+])
+def test_a_full_queue_refuses_streams_with_503(http: httpx.Client, path: str, body: dict) -> None:
+    """Streamed requests past the queue get the same 503 + Retry-After as plain ones, before
+    any byte of the stream."""
+    def post(_: int) -> httpx.Response:
+        return http.post(path, json=body)
+
+    with ThreadPoolExecutor(5) as pool:
+        responses = list(pool.map(post, range(5)))
+    codes = sorted(r.status_code for r in responses)
+    assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["type"] == "ServiceUnavailableError", refused.text
+    assert http.get("/get_server_info").json()["kv_cache_integrity"] == "ok"
 
 
 # -- --enable-metrics ------------------------------------------------------------------------
@@ -200,11 +244,23 @@ def test_sigterm_ends_open_streams_and_exits(flagged) -> None:
     reader = threading.Thread(target=stream)
     reader.start()
     assert started.wait(60), handle.log_tail()
-    proc.send_signal(signal.SIGTERM)
+    queued: list[httpx.Response] = []  # waits behind the stream (one running slot)
+    waiter = threading.Thread(target=lambda: queued.append(httpx.post(
+        f"{handle.url}/v1/completions", json=LONG_BODY, headers=AUTH, timeout=60)))
+    waiter.start()
+    time.sleep(0.5)
+    with httpx.Client(base_url=handle.url, timeout=10) as probe:  # one keep-alive connection
+        assert probe.get("/health").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while probe.get("/health").status_code == 200:  # draining: the probe says so
+            assert time.monotonic() < deadline, "/health still said 200 while draining"
+            time.sleep(0.05)
     reader.join(30)
-    assert not reader.is_alive()
+    waiter.join(30)
+    assert not reader.is_alive() and not waiter.is_alive()
     assert events[-1] == "data: [DONE]"
     assert "shutting down" in events[-2] and '"code": 503' in events[-2]
-    # uvicorn re-raises the SIGTERM once it has shut down: 128 + 15, as for any SIGTERM exit.
-    assert proc.wait(30) in (0, 128 + signal.SIGTERM), handle.log_tail()
-    assert "aborted 1 request(s)" in handle.log_tail()
+    assert queued[0].status_code == 503 and queued[0].headers["retry-after"], queued[0].text
+    assert proc.wait(30) == 0, handle.log_tail()  # a drained stop is a success
+    assert "aborted 2 request(s)" in handle.log_tail()
