@@ -21,9 +21,10 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+
+from tools.procs import tree_rss_mb
 
 # The model's context is 8192; the pool caps requests at 2048 tokens.
 SOAK_FLAGS = ["--skip-server-warmup", "--max-total-tokens", "2048", "--max-running-requests",
@@ -149,29 +150,6 @@ async def run_soak(url: str, calls: list[Call], concurrency: int) -> Outcomes:
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return out
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and its descendants (the engine core), in MB (Linux)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:  # "pid (name) state ppid ...": the name may hold spaces, so split after ")"
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += parents.get(p, [])
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines()
-                       if line.startswith("VmRSS:")), 0)
-    return total / 1024
 
 
 def books(url: str) -> dict:

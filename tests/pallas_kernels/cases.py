@@ -73,3 +73,13 @@ BATCHES = {
     "mixed": ([1, 12, 5, 1], [7, 20, 5, 33]),
     "chunked": ([6, 3], [30, 3]),   # prefill chunks continuing a cached prefix
 }
+
+
+def over_layers(fn, case: Case):
+    """fn on every layer of the case inside a lax.scan, the layer index traced, as the model
+    calls attention: [L, T, N, H]."""
+    def step(carry, layer):
+        return carry, fn(*case.args, layer=layer, sm_scale=0.3)
+
+    layers = case.k_pages.shape[0]
+    return jax.lax.scan(step, 0, jnp.arange(layers, dtype=jnp.int32))[1]

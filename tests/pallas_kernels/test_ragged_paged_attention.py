@@ -8,7 +8,7 @@ import pytest
 
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference as reference
 from pallas_kernels.ragged_paged_attention_gpu import abstract_gpu, ragged_paged_attention_gpu
-from tests.pallas_kernels.cases import BATCHES, assert_close, make_case
+from tests.pallas_kernels.cases import BATCHES, assert_close, make_case, over_layers
 
 
 def gpu(*args, **kw):
@@ -76,12 +76,8 @@ def test_padding_tokens_are_zero():
 def test_layer_is_traced_inside_scan():
     case = make_case(*BATCHES["mixed"], num_slots=5)
 
-    def run(fn):
-        def step(carry, layer):
-            return carry, fn(*case.args, layer=layer, sm_scale=0.3)
-        return jax.lax.scan(step, 0, jnp.arange(2, dtype=jnp.int32))[1]
-
-    assert_close(jax.jit(lambda: run(gpu))(), run(reference), jnp.float32)
+    assert_close(jax.jit(lambda: over_layers(gpu, case))(), over_layers(reference, case),
+                 jnp.float32)
 
 
 def test_rejects_bad_shapes():

@@ -10,7 +10,7 @@ import pytest
 from pallas_kernels import ragged_paged_attention_blocked as blocked_module
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference as reference
 from pallas_kernels.ragged_paged_attention_blocked import ragged_paged_attention_blocked as blocked
-from tests.pallas_kernels.cases import BATCHES, assert_close, make_case
+from tests.pallas_kernels.cases import BATCHES, assert_close, make_case, over_layers
 
 
 def check(case, dtype=jnp.float32, **kw):
@@ -37,12 +37,14 @@ def test_page_sizes_and_padding(page_size):
 def test_many_blocks_chunks_and_groups():
     """Prefill chunks longer than a query block over contexts of several key chunks, a
     chunk starting mid-page, and more decodes than one group holds."""
-    bq, group, chunk = (blocked_module.BLOCK_Q, blocked_module.SINGLE_GROUP,
-                        blocked_module.KEY_CHUNK)
+    (short, _, _), (medium, mid_rows, _), (_, bq, chunk) = blocked_module.BLOCK_TIERS
+    group = blocked_module.SINGLE_GROUP
     rng = np.random.default_rng(1)
     singles = group + 7
-    q_lens = [2 * bq + 5, 1, bq, 3] + [1] * singles
-    kv_lens = [2 * bq + 5, 3 * chunk + 17, 2 * chunk + bq + 1, 5 * chunk + 3] + \
+    q_lens = [2 * bq + 5, 1, bq, 3, short, short + 1, 2, medium, mid_rows + 3, medium + 1] + \
+        [1] * singles
+    kv_lens = [2 * bq + 5, 3 * chunk + 17, 2 * chunk + bq + 1, 5 * chunk + 3, short,
+               chunk + short + 7, 2, medium, 2 * chunk + 9, medium + 1] + \
         [int(x) for x in rng.integers(1, 3 * chunk, singles)]
     check(make_case(q_lens, kv_lens, num_heads=4, num_kv_heads=2, head_dim=64, page_size=16,
                     num_slots=len(q_lens) + 3))
@@ -73,12 +75,8 @@ def test_single_layer_cache_and_padding_tokens_are_zero():
 def test_layer_is_traced_inside_scan():
     case = make_case(*BATCHES["mixed"], num_slots=5)
 
-    def run(fn):
-        def step(carry, layer):
-            return carry, fn(*case.args, layer=layer, sm_scale=0.3)
-        return jax.lax.scan(step, 0, jnp.arange(2, dtype=jnp.int32))[1]
-
-    assert_close(jax.jit(lambda: run(blocked))(), run(reference), jnp.float32)
+    assert_close(jax.jit(lambda: over_layers(blocked, case))(), over_layers(reference, case),
+                 jnp.float32)
 
 
 def test_no_live_sequence():

@@ -9,7 +9,7 @@ import pytest
 
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference as reference
 from pallas_kernels.ragged_paged_attention_tpu import ragged_paged_attention_tpu
-from tests.pallas_kernels.cases import BATCHES, assert_close, make_case
+from tests.pallas_kernels.cases import BATCHES, assert_close, make_case, over_layers
 
 
 def tpu(*args, **kw):
@@ -62,12 +62,8 @@ def test_single_layer_cache_and_block_q():
 def test_layer_is_traced_inside_scan():
     case = make_case(*BATCHES["decode"], num_slots=4)
 
-    def run(fn):
-        def step(carry, layer):
-            return carry, fn(*case.args, layer=layer, sm_scale=0.3)
-        return jax.lax.scan(step, 0, jnp.arange(2, dtype=jnp.int32))[1]
-
-    assert_close(jax.jit(lambda: run(tpu))(), run(reference), jnp.float32)
+    assert_close(jax.jit(lambda: over_layers(tpu, case))(), over_layers(reference, case),
+                 jnp.float32)
 
 
 def test_lowers_for_tpu():

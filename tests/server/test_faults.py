@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.bench_soak import SOAK_FLAGS, books, run_soak, soak_calls, tree_rss_mb
+from benchmarks.bench_soak import SOAK_FLAGS, books, run_soak, soak_calls
+from tools.procs import children, gone, tree_rss_mb
 
 from .conftest import REPO, ServerHandle, _free_port, _stop, _wait_healthy
 
@@ -56,27 +57,6 @@ def small(tmp_path_factory) -> Iterator[tuple[ServerHandle, subprocess.Popen]]:
 def http(small) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=small[0].url, timeout=120) as c:
         yield c
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
 
 
 def test_the_context_follows_the_pool(http) -> None:
@@ -188,7 +168,7 @@ def test_a_killed_engine_core_fails_requests_fast_and_the_server_exits(small) ->
     for k in range(12):
         pool.submit(plain, k)
     time.sleep(2.0)
-    cores = _children(proc.pid)
+    cores = children(proc.pid)
     assert cores, "no engine-core process found"
     t0 = time.monotonic()
     for pid in cores:
@@ -206,22 +186,22 @@ def test_a_killed_engine_core_fails_requests_fast_and_the_server_exits(small) ->
     assert proc.wait(30) == 1, handle.log_tail()
     assert time.monotonic() - t0 < 30
     assert "the engine core died (killed by SIGKILL)" in handle.log_tail()
-    assert all(_gone(pid) for pid in cores)
+    assert all(gone(pid) for pid in cores)
 
 
 def test_sigterm_while_loading_exits_0_and_leaves_no_core(tmp_path) -> None:
     handle, proc = _launch([], tmp_path / "server.log")  # full warm-up: a long load
     try:
         deadline = time.monotonic() + 120
-        while not _children(proc.pid):  # its engine core is loading
+        while not children(proc.pid):  # its engine core is loading
             assert proc.poll() is None and time.monotonic() < deadline, handle.log_tail()
             time.sleep(0.2)
         assert httpx.get(handle.url + "/health", timeout=10).status_code == 503
-        cores = _children(proc.pid)
+        cores = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, handle.log_tail()
         deadline = time.monotonic() + 15
-        while not all(_gone(pid) for pid in cores):
+        while not all(gone(pid) for pid in cores):
             assert time.monotonic() < deadline, "the engine core outlived its server"
             time.sleep(0.2)
     finally:

@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("sglang_router")
 
+from tools.procs import children  # noqa: E402
 from tools.router_fleet import Fleet, Router, free_port, wait_until  # noqa: E402
 
 WORKER_FLAGS = ["--skip-server-warmup", "--context-length", "2048", "--max-total-tokens", "8192",
@@ -251,25 +252,11 @@ def test_restarted_worker_rejoins(setup: Setup) -> None:
         client.completions.create(model="default", prompt="Back?", max_tokens=1)
 
 
-def _children(pid: int) -> list[int]:
-    """Linux: the processes whose parent is `pid` (a worker's engine core)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:  # "pid (name) state ppid ...": the name may hold spaces, so split after ")"
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_dead_engine_core_ends_the_worker_and_router_moves_on(setup: Setup) -> None:
     """A worker whose engine core dies exits with status 1 within seconds (for its
     supervisor to restart it), and the router stops sending it work."""
     broken, other = setup.fleet.workers[0], setup.fleet.workers[1]
-    for pid in _children(broken.proc.pid):
+    for pid in children(broken.proc.pid):
         os.kill(pid, signal.SIGKILL)
     assert broken.proc.wait(timeout=30) == 1, broken.log_tail()
     assert "the engine core died (killed by SIGKILL)" in broken.log_tail()
