@@ -27,6 +27,7 @@ import uvicorn
 from jaxengine.config import EngineConfig, from_cli
 
 logger = logging.getLogger("jaxengine.serve")
+KEEP_ALIVE_S = 75  # nginx's default
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -79,8 +80,11 @@ def serve(config: EngineConfig) -> None:
         raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     starting = Starting()
     # lifespan off: the app is swapped in after start-up, and it has no lifespan work anyway.
+    # Idle keep-alive connections stay open longer than clients keep them (httpx: 5 s, as
+    # uvicorn's default), so a client never sends on a connection the server is closing.
     uv_config = uvicorn.Config(starting, log_level=config.server.log_level,
-                               timeout_graceful_shutdown=5, lifespan="off")
+                               timeout_graceful_shutdown=5, lifespan="off",
+                               timeout_keep_alive=KEEP_ALIVE_S)
     display_host = f"[{host}]" if ":" in host else host
     server = _Server(uv_config, f"http://{display_host}:{port}",
                      config.server.graceful_shutdown_timeout)
