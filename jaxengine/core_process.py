@@ -7,27 +7,15 @@ under their importable names.
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-import time
 from multiprocessing.connection import Connection
 
 from jaxengine.engine_core import run_engine_core
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A core whose API process is gone (killed, or stopped while this core was still
-    compiling) serves nobody: exit instead of running on as an orphan."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
+from jaxengine.parent_watch import exit_with_parent
 
 
 def main() -> None:
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
-                     name="jaxengine-parent-watch").start()
+    exit_with_parent()
     conn = Connection(int(sys.argv[1]))
     run_engine_core(conn.recv(), conn)
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 # tails; large ones amortise the loop over prefill chunks.
 BLOCK_TIERS = ((32, 32, 128), (128, 64, 128), (None, 128, 512))
 SINGLE_GROUP = 8    # single-token sequences per group
-DECODE_KEY_CHUNK = 256  # keys per inner step of a group of decodes: each row gathers its own
+DECODE_KEY_CHUNK = 64   # keys per inner step of a group of decodes: each row gathers its own
 
 
 def _chunk_pages(keys: int, page_size: int) -> int:

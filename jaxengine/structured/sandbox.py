@@ -7,20 +7,16 @@ compiles. A thread cannot be stopped; a process can, so a grammar past the budge
 worker process (killed and replaced) and its client a 400, never the server. What passed is
 remembered (by kind and spec), so each grammar is checked once.
 
-`python -m jaxengine.structured.sandbox FD` is the worker: it reads (tokenizer JSON, vocab
-size, EOS ids, memory limit) first, then answers each (kind, spec) with None or the reason it
-fails.
+The worker is `python -m jaxengine.structured.sandbox_process FD`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -106,7 +102,7 @@ class _Worker:
     def __init__(self, setup: tuple) -> None:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxengine.structured.sandbox", str(theirs.fileno())],
+            [sys.executable, "-m", "jaxengine.structured.sandbox_process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
@@ -137,41 +133,3 @@ class _Worker:
         except subprocess.TimeoutExpired:
             pass
         self._conn.close()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
-def main() -> None:
-    import resource
-
-    from jaxengine.structured.backend import GrammarBackend
-
-    conn = Connection(int(sys.argv[1]))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    tokenizer_json, vocab_size, eos_ids, memory_bytes = conn.recv()
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    backend = GrammarBackend(tokenizer_json, vocab_size, eos_ids, cache_size=1)
-    backend.check("regex", "x")  # builds llguidance's tokenizer before the first real job
-    conn.send("ready")
-    while True:
-        try:
-            kind, spec = conn.recv()
-        except EOFError:
-            return
-        try:
-            backend.check(kind, spec)
-            verdict = None
-        except ValueError as e:
-            verdict = str(e)
-        except MemoryError:
-            verdict = "compiling the grammar ran out of memory"
-        conn.send(verdict)
-
-
-if __name__ == "__main__":
-    main()

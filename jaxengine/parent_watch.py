@@ -1,0 +1,22 @@
+"""For child processes of the engine (the engine core, grammar sandboxes): one whose parent is
+gone (killed, or stopped while the child was still starting) serves nobody, so it exits
+instead of running on as an orphan."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """Start a daemon thread that ends this process once its parent has exited."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="jaxengine-parent-watch").start()
