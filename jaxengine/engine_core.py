@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxengine.config import EngineConfig
-from jaxengine.core_stats import CoreCounters
+from jaxengine.core_stats import CoreCounters, compile_counter
 from jaxengine.sampling_params import SamplingParams
 from jaxengine.structured import GrammarBackend, batch_bitmask, needs_bitmask
 
@@ -100,8 +100,10 @@ class EngineCore:
         from jaxengine.runtime.model_runner import ModelRunner
 
         if checkpoint is None:
-            checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
+            checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
+                                     config.model.load_format)
         self.tokenizer = checkpoint.tokenizer
+        self.compiles = compile_counter()
         self.runner = ModelRunner(config, checkpoint, mesh)
         if not config.server.skip_server_warmup:
             self.runner.warmup()
@@ -137,7 +139,8 @@ class EngineCore:
                 "max_total_tokens": r.max_total_tokens,
                 "num_pages": r.num_pages, "page_size": r.page_size,
                 "architecture": r.arch.architecture, "vocab_size": r.arch.vocab_size,
-                "eos_token_ids": self._sorted_eos}
+                "eos_token_ids": self._sorted_eos, "warmup_seconds": r.warmup_seconds,
+                "warmup_programs": r.warmup_programs}
 
     def add_request(self, add: AddRequest) -> TokenOutput | None:
         """Queue a request; an immediate TokenOutput if it can never run. A request with a
@@ -322,6 +325,8 @@ class EngineCore:
                 "cache_hit_rate": s.cached_tokens_total / max(s.prompt_tokens_total, 1),
                 "max_total_num_tokens": (s.allocator.num_pages - 1) * s.limits.page_size,
                 "token_usage": used_pages / max(s.allocator.num_pages - 1, 1),
+                # JAX compilations so far: after warm-up this stands still.
+                "num_compiles": self.compiles.count,
                 **self.counters.summary(), **self.timer.summary()}
 
     def call(self, method: str) -> Any:

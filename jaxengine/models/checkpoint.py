@@ -4,10 +4,13 @@ Accepts the default model (None), a `.gguf` file, a local HF directory (config.j
 safetensors, single or sharded), or a hub id already in the local HF cache. Whatever the
 source, a Checkpoint speaks Hugging Face: a config.json-style dict, a fast tokenizer, and
 tensors under HF parameter names in HF layout ([out, in] for linear weights), as float32.
+With load_format "dummy" only the config and tokenizer are read (a directory needs no
+weights) and the model is drawn at random (jaxengine/models/dummy.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +22,16 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from jaxengine.models.default_model import MODEL_NAME, default_model_path
-from jaxengine.models.gguf_checkpoint import GGUFSource
-from jaxengine.models.hf_checkpoint import HFSource, is_hf_dir, resolve_hub_id
+from jaxengine.models.dummy import DummySource
+from jaxengine.models.hf_checkpoint import (
+    HFSource,
+    is_hf_dir,
+    normalize_hf_config,
+    resolve_hub_id,
+)
 from jaxengine.models.orbax_checkpoint import OrbaxSource, is_orbax_dir
+
+LOAD_FORMATS = ("auto", "dummy")
 
 
 class TensorSource(Protocol):
@@ -63,34 +73,51 @@ class Checkpoint:
             yield name, self.source.read(name)
 
 
-def load_checkpoint(model_path: str | None, tokenizer_path: str | None = None) -> Checkpoint:
+def load_checkpoint(model_path: str | None, tokenizer_path: str | None = None,
+                    load_format: str = "auto") -> Checkpoint:
     """Open the checkpoint at `model_path` (None: the default model). ValueError if unusable.
 
     `tokenizer_path` (a HF tokenizer directory or cached hub id) overrides the tokenizer.
     Only metadata is read here; tensors are read lazily by `Checkpoint.tensors()`.
+    `load_format` "dummy": random weights for the config (see jaxengine/models/dummy.py).
     """
-    path, name = _resolve(model_path)
-    source: GGUFSource | HFSource | OrbaxSource = (
-        GGUFSource(path) if path.suffix == ".gguf"
-        else OrbaxSource(path) if is_orbax_dir(path) else HFSource(path))
+    if load_format not in LOAD_FORMATS:
+        raise ValueError(f"load format {load_format!r} is not one of {LOAD_FORMATS}")
+    dummy = load_format == "dummy"
+    path, name = _resolve(model_path, config_only=dummy)
+    if path.suffix == ".gguf":
+        from jaxengine.models.gguf_checkpoint import GGUFSource  # needs the gguf package
+
+        source: Any = GGUFSource(path)
+    elif is_orbax_dir(path):
+        source = OrbaxSource(path)
+    elif dummy and not is_hf_dir(path):
+        source = DummySource(_config_without_weights(path))
+    else:
+        source = HFSource(path)
     if tokenizer_path is not None:
         tokenizer = _hf_tokenizer(tokenizer_path)
-    elif isinstance(source, GGUFSource):
+    elif path.suffix == ".gguf":
         tokenizer = source.tokenizer()
     else:
         tokenizer = _hf_tokenizer(str(path))
+    if dummy and not isinstance(source, DummySource):
+        source = DummySource(source.hf_config)
     return Checkpoint(hf_config=source.hf_config, tokenizer=tokenizer,
                       chat_template=tokenizer.chat_template, name=name, path=str(path),
                       source=source)
 
 
-def _resolve(model_path: str | None) -> tuple[Path, str]:
-    """(local .gguf file or HF directory, default served name) for a --model-path value."""
+def _resolve(model_path: str | None, config_only: bool = False) -> tuple[Path, str]:
+    """(local .gguf file or HF directory, default served name) for a --model-path value;
+    `config_only`: a directory with just config.json will do."""
     if model_path is None:
         return default_model_path(), MODEL_NAME
     path = Path(model_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path, _gguf_model_name(path)
+    if path.is_dir() and config_only and (path / "config.json").is_file():
+        return path, path.resolve().name
     if path.is_dir():
         return _checkpoint_in_dir(path), path.resolve().name
     if path.exists():
@@ -112,6 +139,18 @@ def _checkpoint_in_dir(path: Path) -> Path:
     raise ValueError(f"{path} is not a model directory: expected config.json with "
                      "model.safetensors or model.safetensors.index.json"
                      + (f", or a single .gguf (found {len(ggufs)})" if ggufs else ""))
+
+
+def _config_without_weights(path: Path) -> dict[str, Any]:
+    """config.json of a directory without weights, normalized as if its tensors were there
+    (an untied LM head, Qwen2's q/k/v biases)."""
+    raw = json.loads((path / "config.json").read_text())
+    names = set()
+    if raw.get("tie_word_embeddings") is False:
+        names.add("lm_head.weight")
+    if raw.get("attention_bias") or raw.get("model_type") == "qwen2":
+        names.add("model.layers.0.self_attn.q_proj.bias")
+    return normalize_hf_config(raw, names)
 
 
 def _looks_like_hub_id(s: str) -> bool:

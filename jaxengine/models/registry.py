@@ -48,9 +48,14 @@ def abstract_model(hf_config: dict[str, Any], dtype: jnp.dtype,
 def load_model(checkpoint, dtype: jnp.dtype, attention_backend: str = "auto",
                tp=None) -> nnx.Module:
     """The model of a Checkpoint: from an orbax checkpoint each array is restored straight
-    into its sharding; from anything else, see build_model."""
+    into its sharding; with --load-format dummy drawn at random on the device; from anything
+    else, see build_model."""
+    from jaxengine.models.dummy import DummySource, dummy_model
     from jaxengine.models.orbax_checkpoint import OrbaxSource, restore_model
 
+    if isinstance(checkpoint.source, DummySource):
+        return dummy_model(abstract_model(checkpoint.hf_config, dtype, attention_backend, tp),
+                           dtype, tp)
     if isinstance(checkpoint.source, OrbaxSource):
         model = abstract_model(checkpoint.hf_config, dtype, attention_backend, tp)
         return restore_model(model, checkpoint.source.path, dtype, tp)

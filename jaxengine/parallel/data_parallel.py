@@ -56,7 +56,8 @@ class DataParallelCore:
         from jaxengine.engine_core import EngineCore
         from jaxengine.models.checkpoint import load_checkpoint
 
-        checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
+        checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
+                                     config.model.load_format)
         self.replicas = [EngineCore(config, mesh, checkpoint) for mesh in meshes]
         self.tokenizer = self.replicas[0].tokenizer
         self.max_context = self.replicas[0].max_context
@@ -123,6 +124,7 @@ class DataParallelCore:
         for k in total:
             if k.endswith("_ms"):
                 total[k] /= len(per)
+        total["num_compiles"] = per[0]["num_compiles"]  # one count for the process
         total["cache_hit_rate"] = total["cached_tokens_total"] / max(total["prompt_tokens_total"], 1)
         total["token_usage"] = total["num_used_tokens"] / max(total["max_total_num_tokens"], 1)
         total["requests_routed_by_prefix"] = self.routed_by_prefix

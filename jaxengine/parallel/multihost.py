@@ -101,7 +101,8 @@ def run_follower(config: EngineConfig) -> None:
     from jaxengine.runtime.model_runner import ModelRunner
 
     init_distributed(config)
-    checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path)
+    checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
+                                     config.model.load_format)
     runners = [ModelRunner(config, checkpoint, mesh) for mesh in build_meshes(config)]
     if not config.server.skip_server_warmup:
         for runner in runners:
