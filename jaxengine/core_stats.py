@@ -61,3 +61,36 @@ class CoreCounters:
                 "num_requests_total": self.num_requests_total,
                 "num_aborted_requests_total": self.num_aborted_requests_total,
                 "gen_throughput": self.gen_throughput()}
+
+
+class CompileCounter:
+    """JAX compilations in this process (compiles and persistent-cache loads alike). After
+    warm-up the count must stand still: any compile while serving is a latency spike."""
+
+    EVENTS = ("/jax/core/compile/backend_compile", "/jax/compilation_cache/cache_hits")
+
+    def __init__(self) -> None:
+        import jax.monitoring
+
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        jax.monitoring.register_event_listener(self._event)
+
+    def _duration(self, event: str, *args, **kwargs) -> None:
+        if event.startswith(self.EVENTS[0]):
+            self.count += 1
+
+    def _event(self, event: str, *args, **kwargs) -> None:
+        if event.startswith(self.EVENTS[1]):
+            self.count += 1
+
+
+_COMPILES: CompileCounter | None = None
+
+
+def compile_counter() -> CompileCounter:
+    """The process's one CompileCounter (JAX listeners cannot be removed)."""
+    global _COMPILES
+    if _COMPILES is None:
+        _COMPILES = CompileCounter()
+    return _COMPILES

@@ -114,6 +114,7 @@ class ModelRunner:
         # A step is two programs, the forward (one per bucket) and sampling (one per sequence
         # bucket): under a grammar the host builds the bitmask while the forward runs, and
         # sampling needs no copy per token bucket.
+        self.warmup_seconds, self.warmup_programs = 0.0, 0  # set by warmup()
         self._forward = jax.jit(partial(_forward, self.graphdef, tp=self.tp),
                                 donate_argnums=(1, 2))
         self._sample = jax.jit(_sample, donate_argnums=(1, 2))
@@ -176,7 +177,8 @@ class ModelRunner:
                     compile_async(self._sample.lower(logits, self.penalties, self.prev_tokens,
                                                      sampling, mask))
         bar.close()
-        log.info("compiled %d step programs in %.1fs", bar.n, time.perf_counter() - t0)
+        self.warmup_seconds, self.warmup_programs = time.perf_counter() - t0, bar.n
+        log.info("compiled %d step programs in %.1fs", bar.n, self.warmup_seconds)
 
     def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
         return build_step_inputs(batch, self.buckets, eos_ids)
