@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxengine.runtime.attention import ragged_attention_fn, resolve_backend
+from jaxengine.layers.attention import ragged_attention_fn, resolve_backend
 from pallas_kernels.cascade_attention import cascade_attention
 
 

@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from jaxengine.models.checkpoint import load_checkpoint
     from jaxengine.models.orbax_checkpoint import save
+    from jaxengine.models.registry import table_for_config
 
     t0 = time.perf_counter()
     try:
         checkpoint = load_checkpoint(None if args.src == "default" else args.src,
                                      args.tokenizer_path)
-        out = save(checkpoint, args.out, args.dtype)
+        out = save(checkpoint, table_for_config(checkpoint.hf_config), args.out, args.dtype)
     except ValueError as e:
         parser.error(str(e))
     print(f"wrote {out} ({args.dtype}) in {time.perf_counter() - t0:.1f}s")

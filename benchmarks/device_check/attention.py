@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.bench_kernels import make_batch
-from jaxengine.runtime.attention import ragged_attention_fn, resolve_backend
+from jaxengine.layers.attention import ragged_attention_fn, resolve_backend
 
 from .common import Mode, Row, fmt_bytes_s, timed
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxengine.runtime.attention import ragged_attention_fn
+from jaxengine.layers.attention import ragged_attention_fn
 from pallas_kernels.cascade_attention import cascade_attention
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference
 from tests.pallas_kernels.cases import BATCHES, make_case

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxengine.models.params import ParamTable, params_of
+
 SEED = 0
 
 
@@ -37,28 +39,26 @@ class DummySource:
         raise KeyError(f"--load-format dummy reads no tensors (asked for {name})")
 
 
-def dummy_model(model: nnx.Module, dtype: jnp.dtype, tp=None) -> nnx.Module:
-    """Fill the parameters of an abstract model (shapes only) with seeded random values, in
-    their tensor-parallel sharding when `tp` is given."""
-    for path, var in nnx.iter_graph(model):
-        if not isinstance(var, nnx.Param):
-            continue
-        name = ".".join(str(p) for p in path)
+def dummy_model(model: nnx.Module, table: ParamTable, dtype: jnp.dtype, tp=None) -> nnx.Module:
+    """Fill the parameters of an abstract model (shapes only) with seeded random values as
+    its parameter table says (`Param.init`), in their tensor-parallel sharding when `tp` is
+    given."""
+    for name, var in params_of(model):
+        param = table[name]
         key = jax.random.fold_in(jax.random.PRNGKey(SEED), zlib.crc32(name.encode()))
-        sharding = tp.sharding(name, len(var.shape)) if tp is not None else None
-        init = jax.jit(lambda k, n=name, s=tuple(var.shape): _draw(k, n, s, dtype),
+        sharding = tp.sharding(param, len(var.shape)) if tp is not None else None
+        init = jax.jit(lambda k, p=param, s=tuple(var.shape): _draw(k, p.init, s, dtype),
                        out_shardings=sharding)
         var.set_value(init(key))
     return model
 
 
-def _draw(key: jax.Array, name: str, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
-    leaf = name.rsplit(".", 1)[-1]
-    if "norm" in leaf:
+def _draw(key: jax.Array, init: str, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
+    if init == "ones":
         return jnp.ones(shape, dtype)
-    if "bias" in leaf:
+    if init == "zeros":
         return jnp.zeros(shape, dtype)
     x = jax.random.normal(key, shape, jnp.float32)
-    if leaf != "embed" and len(shape) >= 2:  # [.., in, out]: our layout is x @ w
+    if init == "normal":  # [.., in, out]: our layout is x @ w
         x = x * shape[-2] ** -0.5
     return x.astype(dtype)

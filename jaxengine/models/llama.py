@@ -13,9 +13,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxengine.models.rope import apply_rope, inverse_frequencies
-from jaxengine.runtime.attention import AttentionMetadata, paged_attention
-from jaxengine.runtime.kv_cache import KVCache
+from jaxengine.cache.mha_pool import MHAPool, MHAPoolSpec
+from jaxengine.layers.attention import AttentionMetadata, paged_attention
+from jaxengine.layers.embedding import embed, lm_head
+from jaxengine.layers.linear import linear
+from jaxengine.layers.mlp import gated_mlp
+from jaxengine.layers.norms import rms_norm
+from jaxengine.layers.rope import Rope, apply_rope, rope_frequencies
+from jaxengine.models.params import Param, ParamTable, create_params
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class LlamaArch:
     qk_norm: bool
     max_position_embeddings: int
     sliding_window: int | None
+    hidden_act: str = "silu"
 
     @classmethod
     def from_hf_config(cls, c: dict[str, Any]) -> LlamaArch:
@@ -61,99 +67,112 @@ class LlamaArch:
             qk_norm=arch == "Qwen3ForCausalLM",
             max_position_embeddings=c.get("max_position_embeddings", 4096),
             sliding_window=c.get("sliding_window") if c.get("use_sliding_window", True) else None,
+            hidden_act=c.get("hidden_act", "silu"),
         )
 
+    def rope(self) -> Rope:
+        scaling = dict(self.rope_scaling) if self.rope_scaling else None
+        return rope_frequencies(self.head_dim, self.rope_theta, scaling,
+                                self.max_position_embeddings)
 
-def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (x32 * weight.astype(jnp.float32)).astype(x.dtype)
 
-
-def _param(rngs: nnx.Rngs, shape: tuple[int, ...], dtype: jnp.dtype, scale: float = 0.02):
-    return nnx.Param(scale * jax.random.normal(rngs.params(), shape, dtype))
+def param_table(a: LlamaArch) -> ParamTable:
+    """Every parameter of the Llama family for `a`, with its HF name and tp role."""
+    L, D, F, V = a.num_layers, a.hidden_size, a.intermediate_size, a.vocab_size
+    NH, KH, H = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim, a.head_dim
+    attn, mlp = "model.layers.{i}.self_attn.", "model.layers.{i}.mlp."
+    params = [
+        Param("embed", (V, D), "model.embed_tokens.weight", role="vocab", axis=0, init="embed"),
+        Param("norm", (D,), "model.norm.weight", init="ones"),
+        Param("layers.input_norm", (L, D), "model.layers.{i}.input_layernorm.weight",
+              init="ones"),
+        Param("layers.post_attention_norm", (L, D),
+              "model.layers.{i}.post_attention_layernorm.weight", init="ones"),
+        Param("layers.q_proj", (L, D, NH), attn + "q_proj.weight", True, "column",
+              query_heads=True),
+        Param("layers.k_proj", (L, D, KH), attn + "k_proj.weight", True, "kv"),
+        Param("layers.v_proj", (L, D, KH), attn + "v_proj.weight", True, "kv"),
+        Param("layers.o_proj", (L, NH, D), attn + "o_proj.weight", True, "row",
+              query_heads=True),
+        Param("layers.gate_proj", (L, D, F), mlp + "gate_proj.weight", True, "column"),
+        Param("layers.up_proj", (L, D, F), mlp + "up_proj.weight", True, "column"),
+        Param("layers.down_proj", (L, F, D), mlp + "down_proj.weight", True, "row"),
+    ]
+    if a.attention_bias:
+        params += [
+            Param("layers.q_bias", (L, NH), attn + "q_proj.bias", role="column",
+                  query_heads=True, init="zeros"),
+            Param("layers.k_bias", (L, KH), attn + "k_proj.bias", role="kv", init="zeros"),
+            Param("layers.v_bias", (L, KH), attn + "v_proj.bias", role="kv", init="zeros"),
+        ]
+    if a.qk_norm:
+        params += [Param("layers.q_norm", (L, H), attn + "q_norm.weight", init="ones"),
+                   Param("layers.k_norm", (L, H), attn + "k_norm.weight", init="ones")]
+    if not a.tie_word_embeddings:
+        params.append(Param("lm_head", (D, V), "lm_head.weight", True, "vocab"))
+    return ParamTable(params)
 
 
 class DecoderLayers(nnx.Module):
     """All L decoder layers; every parameter has a leading layer axis."""
 
-    def __init__(self, a: LlamaArch, dtype: jnp.dtype, rngs: nnx.Rngs):
-        L, D, F = a.num_layers, a.hidden_size, a.intermediate_size
-        NH, KH = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
-        self.input_norm = nnx.Param(jnp.ones((L, D), dtype))
-        self.post_attention_norm = nnx.Param(jnp.ones((L, D), dtype))
-        self.q_proj = _param(rngs, (L, D, NH), dtype)
-        self.k_proj = _param(rngs, (L, D, KH), dtype)
-        self.v_proj = _param(rngs, (L, D, KH), dtype)
-        self.o_proj = _param(rngs, (L, NH, D), dtype)
-        self.gate_proj = _param(rngs, (L, D, F), dtype)
-        self.up_proj = _param(rngs, (L, D, F), dtype)
-        self.down_proj = _param(rngs, (L, F, D), dtype)
-        if a.attention_bias:
-            self.q_bias = nnx.Param(jnp.zeros((L, NH), dtype))
-            self.k_bias = nnx.Param(jnp.zeros((L, KH), dtype))
-            self.v_bias = nnx.Param(jnp.zeros((L, KH), dtype))
-        if a.qk_norm:
-            self.q_norm = nnx.Param(jnp.ones((L, a.head_dim), dtype))
-            self.k_norm = nnx.Param(jnp.ones((L, a.head_dim), dtype))
+    def __init__(self, table: ParamTable, dtype: jnp.dtype):
+        create_params(self, table, "layers.", dtype)
 
 
-def _layer(a: LlamaArch, p: dict[str, jax.Array], x: jax.Array, cache: KVCache,
+def _layer(a: LlamaArch, p: dict[str, jax.Array], x: jax.Array, cache: MHAPool,
            layer: jax.Array, positions: jax.Array, meta: AttentionMetadata,
-           inv_freq: jax.Array, attention_backend: str, mesh=None) -> tuple[jax.Array, KVCache]:
+           rope: Rope, attention_backend: str, mesh=None) -> tuple[jax.Array, MHAPool]:
     """One decoder layer on x [T, D]; p holds this layer's parameters (layer axis removed)."""
     T = x.shape[0]
     h = rms_norm(x, p["input_norm"], a.rms_norm_eps)
-    q, k, v = h @ p["q_proj"], h @ p["k_proj"], h @ p["v_proj"]
-    if a.attention_bias:
-        q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
-    q = q.reshape(T, a.num_heads, a.head_dim)       # [T, N, H]
-    k = k.reshape(T, a.num_kv_heads, a.head_dim)    # [T, K, H]
-    v = v.reshape(T, a.num_kv_heads, a.head_dim)
+    q = linear(h, p["q_proj"], p.get("q_bias")).reshape(T, a.num_heads, a.head_dim)
+    k = linear(h, p["k_proj"], p.get("k_bias")).reshape(T, a.num_kv_heads, a.head_dim)
+    v = linear(h, p["v_proj"], p.get("v_bias")).reshape(T, a.num_kv_heads, a.head_dim)
     if a.qk_norm:
         q = rms_norm(q, p["q_norm"], a.rms_norm_eps)
         k = rms_norm(k, p["k_norm"], a.rms_norm_eps)
-    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+    q, k = apply_rope(q, positions, rope), apply_rope(k, positions, rope)
     attn, cache = paged_attention(q, k, v, cache, layer, meta, sm_scale=a.head_dim ** -0.5,
                                   sliding_window=a.sliding_window, backend=attention_backend,
                                   mesh=mesh)
-    x = x + attn.reshape(T, -1) @ p["o_proj"]
+    x = x + linear(attn.reshape(T, -1), p["o_proj"])
     h = rms_norm(x, p["post_attention_norm"], a.rms_norm_eps)
-    x = x + (jax.nn.silu(h @ p["gate_proj"]) * (h @ p["up_proj"])) @ p["down_proj"]
-    return x, cache
+    return x + gated_mlp(h, p["gate_proj"], p["up_proj"], p["down_proj"], a.hidden_act), cache
 
 
 class LlamaForCausalLM(nnx.Module):
-    """forward(tokens, positions, cache, meta) -> (hidden [T, D], cache); logits(hidden)."""
+    """forward(tokens, positions, cache, meta) -> (hidden [T, D], cache); logits(hidden).
+    Built with zero parameters (under nnx.eval_shape, none at all): a loader fills them."""
 
     def __init__(self, arch: LlamaArch, dtype: jnp.dtype = jnp.float32,
-                 rngs: nnx.Rngs | None = None, attention_backend: str = "auto", mesh=None):
-        rngs = rngs or nnx.Rngs(0)
+                 attention_backend: str = "auto", mesh=None):
         self.arch = arch
-        self.attention_backend = attention_backend  # see jaxengine/runtime/attention.py
+        self.attention_backend = attention_backend  # see jaxengine/layers/attention.py
         # A tensor-parallel ("tp",) mesh: GSPMD shards the jnp code by itself, but Pallas
         # kernels are opaque to it and must run per device (attention.py); None: one device.
         self.attention_mesh = mesh
-        self.embed = _param(rngs, (arch.vocab_size, arch.hidden_size), dtype)
-        self.layers = DecoderLayers(arch, dtype, rngs)
-        self.norm = nnx.Param(jnp.ones((arch.hidden_size,), dtype))
-        if not arch.tie_word_embeddings:
-            self.lm_head = _param(rngs, (arch.hidden_size, arch.vocab_size), dtype)
+        table = param_table(arch)
+        create_params(self, table, "", dtype)
+        self.layers = DecoderLayers(table, dtype)
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache,
-                 meta: AttentionMetadata) -> tuple[jax.Array, KVCache]:
+    def kv_pool_spec(self, dtype: jnp.dtype) -> MHAPoolSpec:
+        a = self.arch
+        return MHAPoolSpec(a.num_layers, a.num_kv_heads, a.head_dim, jnp.dtype(dtype))
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: MHAPool,
+                 meta: AttentionMetadata) -> tuple[jax.Array, MHAPool]:
         """tokens, positions [T] -> final-normed hidden states [T, D] and the updated cache."""
         a = self.arch
-        x = self.embed[...][tokens]
+        x = embed(tokens, self.embed[...])
         stacked = {name: var[...] for name, var in vars(self.layers).items()
                    if isinstance(var, nnx.Param)}
-        scaling = dict(a.rope_scaling) if a.rope_scaling else None
-        inv_freq = jnp.asarray(inverse_frequencies(a.head_dim, a.rope_theta, scaling))
+        rope = a.rope()
 
         def body(carry, xs):
             x, cache = carry
             layer, params = xs
-            x, cache = _layer(a, params, x, cache, layer, positions, meta, inv_freq,
+            x, cache = _layer(a, params, x, cache, layer, positions, meta, rope,
                               self.attention_backend, self.attention_mesh)
             return (x, cache), None
 
@@ -163,31 +182,5 @@ class LlamaForCausalLM(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [B, D] -> float32 logits [B, V]."""
-        if self.arch.tie_word_embeddings:
-            out = hidden @ self.embed[...].T
-        else:
-            out = hidden @ self.lm_head[...]
-        return out.astype(jnp.float32)
-
-
-# HF parameter names -> (our parameter, whether the HF [out, in] matrix is transposed).
-# `{i}` marks per-layer tensors, stacked along our leading layer axis.
-HF_NAMES: dict[str, tuple[str, bool]] = {
-    "model.embed_tokens.weight": ("embed", False),
-    "model.norm.weight": ("norm", False),
-    "lm_head.weight": ("lm_head", True),
-    "model.layers.{i}.input_layernorm.weight": ("layers.input_norm", False),
-    "model.layers.{i}.post_attention_layernorm.weight": ("layers.post_attention_norm", False),
-    "model.layers.{i}.self_attn.q_proj.weight": ("layers.q_proj", True),
-    "model.layers.{i}.self_attn.k_proj.weight": ("layers.k_proj", True),
-    "model.layers.{i}.self_attn.v_proj.weight": ("layers.v_proj", True),
-    "model.layers.{i}.self_attn.o_proj.weight": ("layers.o_proj", True),
-    "model.layers.{i}.self_attn.q_proj.bias": ("layers.q_bias", False),
-    "model.layers.{i}.self_attn.k_proj.bias": ("layers.k_bias", False),
-    "model.layers.{i}.self_attn.v_proj.bias": ("layers.v_bias", False),
-    "model.layers.{i}.self_attn.q_norm.weight": ("layers.q_norm", False),
-    "model.layers.{i}.self_attn.k_norm.weight": ("layers.k_norm", False),
-    "model.layers.{i}.mlp.gate_proj.weight": ("layers.gate_proj", True),
-    "model.layers.{i}.mlp.up_proj.weight": ("layers.up_proj", True),
-    "model.layers.{i}.mlp.down_proj.weight": ("layers.down_proj", True),
-}
+        weight = self.embed[...].T if self.arch.tie_word_embeddings else self.lm_head[...]
+        return lm_head(hidden, weight)

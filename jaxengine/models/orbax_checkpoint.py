@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxengine.models.params import ParamTable, param_arrays, params_of
+
 MARKER = "jaxengine_orbax.json"
 FORMAT = 1
-_PADDED = ("layers.q_proj", "layers.q_bias", "layers.o_proj")
 
 
 def is_orbax_dir(path: Path) -> bool:
@@ -68,20 +69,17 @@ def _get(tree: dict[str, Any], path: str) -> Any:
     return tree
 
 
-def save(checkpoint, out: str | Path, dtype: str = "float32") -> Path:
-    """Write `checkpoint` (any load_checkpoint source) as an orbax checkpoint at `out`."""
+def save(checkpoint, table: ParamTable, out: str | Path, dtype: str = "float32") -> Path:
+    """Write `checkpoint` (any load_checkpoint source), whose model has the parameter table
+    `table` (registry.table_for_config), as an orbax checkpoint at `out`."""
     import orbax.checkpoint as ocp
-
-    from jaxengine.models.registry import _params, abstract_model, param_arrays
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = abstract_model(checkpoint.hf_config, jnp.dtype(dtype))
-    shapes = {path: var.shape for path, var in _params(model)}
     store = jnp.dtype(dtype)
     flat = {path: array.astype(store)
-            for path, array in param_arrays(checkpoint.hf_config, checkpoint.tensors(), shapes)}
-    missing = sorted(set(shapes) - set(flat))
+            for path, array in param_arrays(checkpoint.tensors(), table)}
+    missing = sorted(set(table.params) - set(flat))
     if missing:
         raise ValueError(f"checkpoint lacks parameters for {missing}")
     with ocp.PyTreeCheckpointer() as saver:
@@ -93,23 +91,22 @@ def save(checkpoint, out: str | Path, dtype: str = "float32") -> Path:
     return out
 
 
-def restore_model(model, path: Path, dtype: jnp.dtype, tp=None):
-    """Fill the abstract `model` from the orbax checkpoint at `path`, each array restored in
-    its final sharding (`tp`'s, or the default device) and dtype."""
+def restore_model(model, table: ParamTable, path: Path, dtype: jnp.dtype, tp=None):
+    """Fill the abstract `model` (parameter table `table`) from the orbax checkpoint at
+    `path`, each array restored in its final sharding (`tp`'s, or the default device) and
+    dtype."""
     import orbax.checkpoint as ocp
     from jax.sharding import SingleDeviceSharding
 
-    from jaxengine.models.registry import _params
-
-    wanted = dict(_params(model))
+    wanted = dict(params_of(model))
     padded = tp is not None and tp.padded_group != tp.group
-    host = {p for p in wanted if padded and p in _PADDED}
+    host = {p for p in wanted if padded and table[p].query_heads}
     default = SingleDeviceSharding(jax.devices()[0])
 
     def restore_args(path: str, var) -> ocp.RestoreArgs:
         if path in host:
             return ocp.RestoreArgs(restore_type=np.ndarray)
-        sharding = default if tp is None else tp.sharding(path, len(var.shape))
+        sharding = default if tp is None else tp.sharding(table[path], len(var.shape))
         return ocp.ArrayRestoreArgs(restore_type=jax.Array, sharding=sharding,
                                     global_shape=var.shape, dtype=dtype)
 
@@ -120,7 +117,8 @@ def restore_model(model, path: Path, dtype: jnp.dtype, tp=None):
     for p, var in wanted.items():
         array = _get(restored, p)
         if p in host:  # stacked [L, ...]: pad each layer's heads, then place slice by slice
-            array = tp.place(p, np.stack([tp.transform(p, a) for a in array]), dtype)
+            param = table[p]
+            array = tp.place(param, np.stack([tp.transform(param, a) for a in array]), dtype)
         if tuple(array.shape) != tuple(var.shape):
             raise ValueError(f"parameter {p}: checkpoint shape {array.shape} != model shape "
                              f"{var.shape}")

@@ -1,4 +1,5 @@
-"""Tensor-parallel sharding rules for the Llama parameter tree and the KV pool.
+"""Tensor-parallel sharding of a model's parameters (by the role its parameter table gives
+each, jaxengine/models/params.py) and of the KV pool.
 
 Megatron layout over the mesh axis "tp": q/k/v and MLP gate/up are column-parallel (output
 features split), o and down row-parallel (input features split, XLA inserts the all-reduce),
@@ -25,13 +26,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxengine.models.params import Param
 from jaxengine.parallel.mesh import TP
-
-# Our parameter paths (layers carry a leading layer axis) -> the axis split over "tp".
-_COLUMN = {"layers.q_proj": 2, "layers.gate_proj": 2, "layers.up_proj": 2, "layers.q_bias": 1}
-_KV = {"layers.k_proj": 2, "layers.v_proj": 2, "layers.k_bias": 1, "layers.v_bias": 1}
-_ROW = {"layers.o_proj": 1, "layers.down_proj": 1}
-_VOCAB = {"embed": 0, "lm_head": 1}
 
 
 @dataclass(frozen=True)
@@ -83,49 +79,42 @@ class TensorParallel:
         return {**hf_config, "num_attention_heads": self.padded_heads,
                 "head_dim": self.head_dim, "num_key_value_heads": self.num_kv_heads}
 
-    def transform(self, path: str, array: np.ndarray) -> np.ndarray:
-        """Pad one layer's query-head tensors (our layout, layer axis not yet added)."""
-        if self.padded_group == self.group or path not in (
-                "layers.q_proj", "layers.q_bias", "layers.o_proj"):
+    def transform(self, param: Param, array: np.ndarray) -> np.ndarray:
+        """Pad the query heads of one layer's tensor (our layout, layer axis not yet added)
+        with zero heads, per KV group, along the axis tp splits."""
+        if self.padded_group == self.group or not param.query_heads:
             return array
+        axis = param.split_axis % array.ndim
         K, G, H = self.num_kv_heads, self.group, self.head_dim
-        pad = self.padded_group - G
-        if path == "layers.o_proj":                       # [N*H, D] -> [K*G'*H, D]
-            x = array.reshape(K, G, H, -1)
-            return np.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(-1, array.shape[-1])
-        lead = array.shape[:-1]                           # q_proj [D, N*H], q_bias [N*H]
-        x = array.reshape(*lead, K, G, H)
-        widths = [(0, 0)] * len(lead) + [(0, 0), (0, pad), (0, 0)]
-        return np.pad(x, widths).reshape(*lead, -1)
+        before, after = array.shape[:axis], array.shape[axis + 1:]
+        x = array.reshape(*before, K, G, H, *after)
+        widths = [(0, 0)] * x.ndim
+        widths[axis + 1] = (0, self.padded_group - G)
+        return np.pad(x, widths).reshape(*before, -1, *after)
 
-    def spec(self, path: str, ndim: int) -> P:
-        axis = _COLUMN.get(path, _ROW.get(path))
-        if path in _KV and self.kv_sharded:
-            axis = _KV[path]
-        if path in _VOCAB and self.vocab_size % self.tp == 0:
-            axis = _VOCAB[path]
+    def spec(self, param: Param, ndim: int) -> P:
+        axis = param.split_axis
+        if (param.role == "kv" and not self.kv_sharded) or (
+                param.role == "vocab" and self.vocab_size % self.tp):
+            axis = None
         if axis is None:
             return P()
+        axis %= ndim
         return P(*(TP if i == axis else None for i in range(ndim)))
 
-    def sharding(self, path: str, ndim: int) -> NamedSharding:
-        return NamedSharding(self.mesh, self.spec(path, ndim))
+    def sharding(self, param: Param, ndim: int) -> NamedSharding:
+        return NamedSharding(self.mesh, self.spec(param, ndim))
 
-    def place(self, path: str, array: np.ndarray, dtype: jnp.dtype) -> jax.Array:
+    def place(self, param: Param, array: np.ndarray, dtype: jnp.dtype) -> jax.Array:
         """A global array in its sharding: each device receives (and converts) only its slice,
         so no device ever holds a whole sharded weight."""
-        sharding = self.sharding(path, array.ndim)
+        sharding = self.sharding(param, array.ndim)
         return jax.make_array_from_callback(
             array.shape, sharding, lambda index: np.asarray(array[index], dtype))
 
-    @property
-    def kv_spec(self) -> P:
-        """The KV pool [L, P, S, K, H]: split by KV head, or replicated."""
-        return P(None, None, None, TP, None) if self.kv_sharded else P()
-
-    @property
-    def kv_sharding(self) -> NamedSharding:
-        return NamedSharding(self.mesh, self.kv_spec)
+    def pool_sharding(self, pool_spec) -> NamedSharding:
+        """Where the KV pool of `pool_spec` (jaxengine/cache/) lives on the mesh."""
+        return NamedSharding(self.mesh, pool_spec.partition_spec(self.tp, TP))
 
     @property
     def logits_sharding(self) -> NamedSharding:

@@ -14,11 +14,11 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from jaxengine.cache.mha_pool import MHAPool
 from jaxengine.config import EngineConfig, compilation_cache_dir
+from jaxengine.layers.attention import resolve_backend
 from jaxengine.models.registry import arch_from_hf_config, load_model
 from jaxengine.parallel import TensorParallel
-from jaxengine.runtime.attention import resolve_backend
-from jaxengine.runtime.kv_cache import KVCache, bytes_per_token
 from jaxengine.runtime.sampler import PenaltyState, TopLogprobs, record_tokens, sample
 from jaxengine.runtime.step_inputs import (
     StepBuckets,
@@ -68,6 +68,7 @@ class ModelRunner:
         t0 = time.perf_counter()
         model = load_model(checkpoint, self.dtype, config.model.attention_backend, tp=self.tp)
         log.info("weights placed in %.1fs", time.perf_counter() - t0)
+        self.pool_spec = model.kv_pool_spec(self.dtype)
         self.graphdef, self.state = nnx.split(model)
         self.page_size = config.cache.page_size
         self.num_pages = self._num_pages(config)
@@ -102,9 +103,8 @@ class ModelRunner:
             self.attention_budget = max(2 * chunk * chunk, CPU_PREFILL_WORK)
         else:
             self.attention_budget = None
-        self.cache = KVCache.zeros(a.num_layers, self.num_pages, self.page_size, a.num_kv_heads,
-                                   a.head_dim, self.dtype,
-                                   None if self.tp is None else self.tp.kv_sharding)
+        pool_sharding = None if self.tp is None else self.tp.pool_sharding(self.pool_spec)
+        self.cache = self.pool_spec.zeros(self.num_pages, self.page_size, pool_sharding)
         self.penalties = PenaltyState.zeros(self.max_seqs, a.vocab_size)
         # The last step's sampled tokens, kept on device for the next step (overlap).
         self.prev_tokens = jnp.zeros(self.buckets.seqs, jnp.int32)
@@ -115,7 +115,8 @@ class ModelRunner:
         # bucket): under a grammar the host builds the bitmask while the forward runs, and
         # sampling needs no copy per token bucket.
         self.warmup_seconds, self.warmup_programs = 0.0, 0  # set by warmup()
-        self._forward = jax.jit(partial(_forward, self.graphdef, tp=self.tp),
+        self._forward = jax.jit(partial(_forward, self.graphdef, tp=self.tp,
+                                        pool_sharding=pool_sharding),
                                 donate_argnums=(1, 2))
         self._sample = jax.jit(_sample, donate_argnums=(1, 2))
 
@@ -142,10 +143,7 @@ class ModelRunner:
         # Per device: each holds its shards of the weights (and of the pool, split by KV head).
         weights = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(self.state))
         free = stats["bytes_limit"] * fraction - weights
-        a = self.arch
-        per_token = bytes_per_token(a.num_layers, a.num_kv_heads, a.head_dim, self.dtype)
-        if self.tp is not None and self.tp.kv_sharded:
-            per_token //= self.tp.tp
+        per_token = self.pool_spec.device_bytes_per_token(1 if self.tp is None else self.tp.tp)
         if free < per_token * self.context_length:
             raise ValueError("not enough accelerator memory for a KV pool of one context; "
                              "raise --mem-fraction-static or lower --context-length")
@@ -203,8 +201,8 @@ class ModelRunner:
         return tokens, logprobs, top
 
 
-def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_tokens: jax.Array,
-             inputs: StepInputs, *, tp: TensorParallel | None = None):
+def _forward(graphdef, state, cache: MHAPool, penalties: PenaltyState, prev_tokens: jax.Array,
+             inputs: StepInputs, *, tp: TensorParallel | None = None, pool_sharding=None):
     model = nnx.merge(graphdef, state)
     fed = jnp.where(inputs.prev_index >= 0, prev_tokens[jnp.maximum(inputs.prev_index, 0)],
                     inputs.tokens)                                             # [T]
@@ -215,7 +213,7 @@ def _forward(graphdef, state, cache: KVCache, penalties: PenaltyState, prev_toke
     if tp is not None:
         # Pinned so that the pool is donated in place, and so that sampling (its own program,
         # compiled at warm-up for replicated logits) sees the sharding it was compiled for.
-        cache = jax.lax.with_sharding_constraint(cache, tp.kv_sharding)
+        cache = jax.lax.with_sharding_constraint(cache, pool_sharding)
         # Vocabulary-parallel first: otherwise XLA may gather the whole LM head to each device
         # rather than the [B, V] logits.
         logits = jax.lax.with_sharding_constraint(logits, tp.logits_sharding)

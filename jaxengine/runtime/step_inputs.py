@@ -8,14 +8,13 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxengine.runtime.attention import AttentionMetadata, SharedPrefix
+from jaxengine.layers.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
 from jaxengine.sampling_params import MAX_LOGIT_BIAS
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
 from pallas_kernels.cascade_attention import MIN_PREFIX_TOKENS, MIN_SHARING_SEQS
 
 SUPPRESS_WIDTH = 8  # most token ids banned per request while min_new_tokens is unmet
-
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()

@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
+from jaxengine.cache.mha_pool import MHAPoolSpec
+from jaxengine.layers.attention import AttentionMetadata
 from jaxengine.models.registry import build_model
-from jaxengine.runtime.attention import AttentionMetadata
-from jaxengine.runtime.kv_cache import KVCache
 
 TINY = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -26,6 +26,13 @@ VARIANTS = {
                                            original_max_position_embeddings=32))),
     "llama-linear-rope": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
                           dict(rope_scaling=dict(rope_type="linear", factor=2.0))),
+    "qwen2-yarn-rope": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
+                        dict(rope_scaling=dict(rope_type="yarn", factor=4.0,
+                                               original_max_position_embeddings=16))),
+    "llama-yarn-mscale-rope": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+                               dict(rope_scaling=dict(rope_type="yarn", factor=8.0, mscale=1.0,
+                                                      mscale_all_dim=0.5, beta_fast=16,
+                                                      original_max_position_embeddings=16))),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM,
                 dict(sliding_window=None)),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {}),
@@ -41,8 +48,8 @@ def jax_prefill_logits(model, tokens: list[int], page_size: int = 4) -> np.ndarr
     # Pages in reverse order, so a correct result needs the page table to be honoured.
     page_table = np.arange(pages, 0, -1, dtype=np.int32)
     slots = page_table[np.arange(T) // page_size] * page_size + np.arange(T) % page_size
-    cache = KVCache.zeros(a.num_layers, pages + 1, page_size, a.num_kv_heads, a.head_dim,
-                          jnp.float32)
+    cache = MHAPoolSpec(a.num_layers, a.num_kv_heads, a.head_dim, jnp.float32).zeros(
+        pages + 1, page_size)
     meta = AttentionMetadata(slots=jnp.asarray(slots, jnp.int32),
                              kv_lens=jnp.asarray([T], jnp.int32),
                              page_indices=jnp.asarray(page_table[None]),

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxengine.runtime.attention import (
+from jaxengine.cache.mha_pool import MHAPool, MHAPoolSpec
+from jaxengine.layers.attention import (
     AttentionMetadata,
     SharedPrefix,
     paged_attention,
     resolve_backend,
 )
-from jaxengine.runtime.kv_cache import KVCache
 from tests.pallas_kernels.cases import assert_close
 
 
@@ -56,7 +56,8 @@ def test_tiny_model_same_greedy_tokens(backend):
     pytest.importorskip("flax")
     from flax import nnx
 
-    from jaxengine.models.llama import LlamaArch, LlamaForCausalLM
+    from jaxengine.models.dummy import dummy_model
+    from jaxengine.models.llama import LlamaArch, LlamaForCausalLM, param_table
 
     arch = LlamaArch(architecture="LlamaForCausalLM", vocab_size=97, hidden_size=64,
                      intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -68,16 +69,17 @@ def test_tiny_model_same_greedy_tokens(backend):
     pages = [[1, 2, 3, 4], [5, 6, 7, 8]]
 
     def generate(attention_backend, steps=4):
-        model = LlamaForCausalLM(arch, jnp.float32, nnx.Rngs(0),
-                                 attention_backend=attention_backend)
+        model = dummy_model(nnx.eval_shape(lambda: LlamaForCausalLM(
+            arch, jnp.float32, attention_backend=attention_backend)), param_table(arch),
+            jnp.float32)
 
         @jax.jit
         def forward(tokens, positions, cache, meta, last):
             hidden, cache = model(tokens, positions, cache, meta)
             return jnp.argmax(model.logits(hidden[last]), axis=-1), cache
 
-        cache = KVCache.zeros(arch.num_layers, 9, page_size, arch.num_kv_heads, arch.head_dim,
-                              jnp.float32)
+        cache = MHAPoolSpec(arch.num_layers, arch.num_kv_heads, arch.head_dim,
+                            jnp.float32).zeros(9, page_size)
         # Prefill both prompts in one ragged step, then decode them together.
         seqs = [(pages[i], 0, len(p)) for i, p in enumerate(prompts)]
         tokens = np.zeros(T, np.int32)
@@ -101,7 +103,7 @@ def test_tiny_model_same_greedy_tokens(backend):
 def test_paged_attention_with_shared_prefix_matches_plain():
     rng = np.random.default_rng(1)
     L, P, S, K, H, N = 2, 12, 8, 2, 64, 4
-    cache = KVCache(jnp.asarray(rng.standard_normal((L, P, S, K, H)), jnp.float32),
+    cache = MHAPool(jnp.asarray(rng.standard_normal((L, P, S, K, H)), jnp.float32),
                     jnp.asarray(rng.standard_normal((L, P, S, K, H)), jnp.float32))
     # Three sequences share pages [1, 2] (16 tokens); each decodes one token.
     seqs = [([1, 2, 3], 20, 1), ([1, 2, 4], 17, 1), ([1, 2, 5], 16, 1)]

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from jaxengine.runtime.attention import _attend, _per_device  # noqa: E402
+from jaxengine.layers.attention import _attend, _per_device  # noqa: E402
 from tests.pallas_kernels.cases import make_case  # noqa: E402
 
 

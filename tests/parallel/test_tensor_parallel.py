@@ -27,8 +27,10 @@ def run_script(model: str, layouts: list, *extra: str, timeout: float = 600) -> 
 def test_tiny_model_tp_dp_tokens_sharding_compiles_and_errors(random_model_dir, tmp_path):
     from jaxengine.models.checkpoint import load_checkpoint
     from jaxengine.models.orbax_checkpoint import save
+    from jaxengine.models.registry import table_for_config
 
-    orbax_dir = str(save(load_checkpoint(random_model_dir), tmp_path / "orbax"))
+    ck = load_checkpoint(random_model_dir)
+    orbax_dir = str(save(ck, table_for_config(ck.hf_config), tmp_path / "orbax"))
     r = run_script(random_model_dir, [[1, 1], [2, 1], [4, 1], [1, 2], [2, 2], [2, 1, "compile"],
                                       [16, 1, "errors"], [4, 4, "errors"], [3, 1, "errors"],
                                       [8, 1, "errors"], [1, 2, "prefix"],

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import jax
 
-from jaxengine.runtime.kv_cache import KVCache, write_kv
+from jaxengine.cache.mha_pool import MHAPool
 from pallas_kernels.cascade_attention import cascade_attention
 from pallas_kernels.ragged_paged_attention import ragged_paged_attention_reference
 from pallas_kernels.ragged_paged_attention_blocked import ragged_paged_attention_blocked
@@ -97,14 +97,14 @@ _CASCADE_IMPL = {"reference": ("reference", False), "pallas-gpu": ("gpu", False)
                  "pallas-tpu-interpret": ("tpu", True)}
 
 
-def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, layer: jax.Array,
+def paged_attention(q: jax.Array, k: jax.Array, v: jax.Array, cache: MHAPool, layer: jax.Array,
                     meta: AttentionMetadata, *, sm_scale: float,
                     sliding_window: int | None = None, soft_cap: float | None = None,
-                    backend: str = "auto", mesh=None) -> tuple[jax.Array, KVCache]:
+                    backend: str = "auto", mesh=None) -> tuple[jax.Array, MHAPool]:
     """q [T, N, H], new k/v [T, K, H] -> (attention output [T, N, H], cache with k/v stored).
     `backend` is one of BACKENDS (see the module docstring); `mesh` a tensor-parallel
     ("tp",) mesh the arrays are sharded over, or None."""
-    cache = write_kv(cache, layer, k, v, meta.slots)
+    cache = cache.write(layer, k, v, meta.slots)
     impl = resolve_backend(backend, page_size=cache.k.shape[2], head_dim=cache.k.shape[-1])
     args = (q, cache.k, cache.v, meta.kv_lens, meta.page_indices, meta.cu_q_lens, meta.num_seqs)
     prefix = getattr(meta, "shared_prefix", None)
