@@ -11,7 +11,7 @@ import atexit
 import threading
 from typing import Any
 
-from jaxengine.core_client import EngineDeadError
+from jaxengine.core.client import EngineDeadError
 from jaxengine.engine import Engine, RequestStream
 from jaxengine.sampling_params import SamplingParams
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from jaxengine.config import EngineConfig
-from jaxengine.core_client import CoreClient
+from jaxengine.core.client import CoreClient
+from jaxengine.core.messages import AddRequest, TokenOutput
 from jaxengine.detokenizer import IncrementalDetokenizer
-from jaxengine.engine_core import AddRequest, TokenOutput
 from jaxengine.sampling_params import SamplingParams
 from jaxengine.structured.sandbox import GrammarSandbox
 

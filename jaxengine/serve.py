@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.parallel.node_rank > 0:  # multi-host: only node 0 serves HTTP
-        from jaxengine.parallel.multihost import run_follower
+        from jaxengine.core.multihost import run_follower
 
         run_follower(config)
         return

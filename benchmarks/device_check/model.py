@@ -35,7 +35,7 @@ def _sizes(mode: Mode) -> dict[str, Any]:
 
 def _core(path: Path, s: dict[str, Any]):
     from jaxengine.config import EngineConfig
-    from jaxengine.engine_core import EngineCore
+    from jaxengine.core.engine_core import EngineCore
 
     longest = max(s["context"] + s["steps"] + 16, s["prefill"] + 16)
     config = EngineConfig.from_kwargs(
@@ -47,7 +47,7 @@ def _core(path: Path, s: dict[str, Any]):
 
 
 def _requests(core, rng: random.Random, n: int, length: int, max_new: int) -> list[str]:
-    from jaxengine.engine_core import AddRequest
+    from jaxengine.core.messages import AddRequest
     from jaxengine.sampling_params import SamplingParams
 
     rids = []
@@ -69,7 +69,7 @@ def _clear(core, rids: list[str]) -> None:
 
 def decode(core, rng: random.Random, batch: int, context: int, steps: int) -> dict[str, Any]:
     """Decode-only tok/s and the step timer at `batch` sequences of about `context` tokens."""
-    from jaxengine.engine_core import StepTimer
+    from jaxengine.core.stats import StepTimer
 
     rids = _requests(core, rng, batch, context, max_new=steps + 40)
     seen: dict[str, int] = {}

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxengine.config import EngineConfig
+
 DP, TP = "dp", "tp"
 
 
@@ -51,3 +53,11 @@ def _multi_process_mesh(tp: int, dp: int) -> Mesh:
 def replica_meshes(mesh: Mesh) -> list[Mesh]:
     """One ("tp",) mesh per data-parallel replica: replicas never talk to each other."""
     return [Mesh(row, (TP,)) for row in mesh.devices]
+
+
+def build_meshes(config: EngineConfig) -> list:
+    """One ("tp",) mesh per replica; [None] for one device, whose programs carry no sharding."""
+    p = config.parallel
+    if p.tp_size == 1 and p.dp_size == 1 and p.nnodes == 1:
+        return [None]
+    return replica_meshes(make_mesh(p.tp_size, p.dp_size))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from jaxengine.config import EngineConfig
-from jaxengine.engine_core import AddRequest, EngineCore
+from jaxengine.core.engine_core import EngineCore
+from jaxengine.core.messages import AddRequest
 from jaxengine.runtime import step_inputs
 from jaxengine.sampling_params import SamplingParams
 

@@ -7,7 +7,8 @@ import random
 import jax.monitoring
 
 from jaxengine.config import EngineConfig
-from jaxengine.engine_core import AddRequest, EngineCore
+from jaxengine.core.engine_core import EngineCore
+from jaxengine.core.messages import AddRequest
 from jaxengine.sampling_params import SamplingParams
 
 COMPILE_EVENTS = ("/jax/core/compile/", "/jax/compilation_cache/")

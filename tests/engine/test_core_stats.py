@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jaxengine.core_stats import CoreCounters
+from jaxengine.core.stats import CoreCounters
 
 
 def test_queue_time_is_measured_once_at_the_first_step() -> None:

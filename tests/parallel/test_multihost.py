@@ -28,7 +28,8 @@ def _free_port_pair() -> int:
 def _one_device(options: dict, params: dict) -> list[list[int]]:
     """The reference in this process (one device): no second engine process to start."""
     from jaxengine.config import EngineConfig
-    from jaxengine.engine_core import AddRequest, EngineCore
+    from jaxengine.core.engine_core import EngineCore
+    from jaxengine.core.messages import AddRequest
     from jaxengine.sampling_params import SamplingParams
 
     core = EngineCore(EngineConfig.from_kwargs(**options))

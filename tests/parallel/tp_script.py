@@ -16,8 +16,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 
 from jaxengine.config import EngineConfig  # noqa: E402
-from jaxengine.engine_core import AddRequest  # noqa: E402
-from jaxengine.parallel.data_parallel import make_core  # noqa: E402
+from jaxengine.core.loop import make_core  # noqa: E402
+from jaxengine.core.messages import AddRequest  # noqa: E402
 from jaxengine.sampling_params import SamplingParams  # noqa: E402
 
 COMPILES: list[str] = []

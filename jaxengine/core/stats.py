@@ -1,6 +1,7 @@
-"""Request counters of the engine core: what /get_server_info and /metrics report that the
-scheduler does not already count (generated tokens, finished and aborted requests, queue time,
-generation throughput). Host-only bookkeeping, no JAX."""
+"""The engine core's own books: request counters (what /get_server_info and /metrics report
+that the scheduler does not already count: generated tokens, finished and aborted requests,
+queue time, generation throughput), the count of JAX compilations, and per-step host and
+device time. Host-only bookkeeping; JAX only to listen to its compile events."""
 
 from __future__ import annotations
 
@@ -94,3 +95,27 @@ def compile_counter() -> CompileCounter:
     if _COMPILES is None:
         _COMPILES = CompileCounter()
     return _COMPILES
+
+
+class StepTimer:
+    """Per-step host time (everything but waiting for the device) and device wait, over the
+    last steps. With overlap on, the device wait is what host work could not hide."""
+
+    def __init__(self, window: int = 256):
+        self.total: deque[float] = deque(maxlen=window)
+        self.wait: deque[float] = deque(maxlen=window)
+        self._wait = 0.0
+
+    def record_wait(self, seconds: float) -> None:
+        self._wait += seconds
+
+    def record(self, seconds: float) -> None:
+        self.total.append(seconds)
+        self.wait.append(self._wait)
+        self._wait = 0.0
+
+    def summary(self) -> dict[str, float]:
+        n = max(len(self.total), 1)
+        step, wait = sum(self.total) / n, sum(self.wait) / n
+        return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
+                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total)}

@@ -24,6 +24,9 @@ from typing import Any
 import jax
 
 from jaxengine.config import EngineConfig
+from jaxengine.models.checkpoint import load_checkpoint
+from jaxengine.parallel.mesh import build_meshes
+from jaxengine.runtime.model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,6 @@ class MirroredRunner:
 
 def run_follower(config: EngineConfig) -> None:
     """Nodes 1..N-1: build the same runners as node 0, then replay its steps until it goes."""
-    from jaxengine.models.checkpoint import load_checkpoint
-    from jaxengine.parallel.data_parallel import build_meshes
-    from jaxengine.runtime.model_runner import ModelRunner
-
     init_distributed(config)
     checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
                                      config.model.load_format)

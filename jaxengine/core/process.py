@@ -1,7 +1,7 @@
-"""`python -m jaxengine.core_process FD`: the engine-core process that CoreClient starts.
+"""`python -m jaxengine.core.process FD`: the engine-core process that CoreClient starts.
 
 FD is the child's end of a socket pair; the first message on it is the EngineConfig. This
-module is kept apart from jaxengine.engine_core so that the classes sent back are pickled
+module is kept apart from jaxengine.core.engine_core so that the classes sent back are pickled
 under their importable names.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from multiprocessing.connection import Connection
 
-from jaxengine.engine_core import run_engine_core
+from jaxengine.core.loop import run_engine_core
 from jaxengine.parent_watch import exit_with_parent
 
 

@@ -1,24 +1,22 @@
 """EngineCore: the scheduler loop around the ModelRunner, run in its own process.
 
-It speaks token ids only. Messages in (over a socket): ("add", AddRequest), ("abort", rid),
-("call", (call_id, method)), ("shutdown", None). Messages out: ("ready", info),
-("outputs", [TokenOutput]), ("reply", (call_id, result)), ("error", text) when start-up fails.
+It speaks token ids only; the messages it exchanges are in jaxengine/core/messages.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import traceback
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxengine.config import EngineConfig
-from jaxengine.core_stats import CoreCounters, compile_counter
+from jaxengine.core.messages import AddRequest, TokenOutput
+from jaxengine.core.stats import CoreCounters, StepTimer, compile_counter
+from jaxengine.models.checkpoint import load_checkpoint
+from jaxengine.runtime.model_runner import ModelRunner
 from jaxengine.sampling_params import SamplingParams
 from jaxengine.structured import GrammarBackend, batch_bitmask, needs_bitmask
 
@@ -30,58 +28,6 @@ from jaxengine.scheduler.req import FinishReason, Req
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch, Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AddRequest:
-    rid: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    seed: int
-
-
-@dataclass
-class TokenOutput:
-    """What one step produced for one request."""
-
-    rid: str
-    new_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str | None = None   # "stop" | "length" | "abort"
-    matched_stop: int | str | None = None
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    queue_time: float | None = None    # seconds from arrival to first step (first output only)
-    abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
-    abort_message: str | None = None   # why, for the client (None: the status says it)
-    num_steps: int = 0                 # model steps the request has taken part in so far
-    # Per new token, its most likely alternatives as (token id, logprob), best first; only
-    # for requests with return_logprob and top_logprobs_num > 0.
-    top_logprobs: list[list[tuple[int, float]]] | None = None
-
-
-class StepTimer:
-    """Per-step host time (everything but waiting for the device) and device wait, over the
-    last steps. With overlap on, the device wait is what host work could not hide."""
-
-    def __init__(self, window: int = 256):
-        self.total: deque[float] = deque(maxlen=window)
-        self.wait: deque[float] = deque(maxlen=window)
-        self._wait = 0.0
-
-    def record_wait(self, seconds: float) -> None:
-        self._wait += seconds
-
-    def record(self, seconds: float) -> None:
-        self.total.append(seconds)
-        self.wait.append(self._wait)
-        self._wait = 0.0
-
-    def summary(self) -> dict[str, float]:
-        n = max(len(self.total), 1)
-        step, wait = sum(self.total) / n, sum(self.wait) / n
-        return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
-                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total)}
 
 
 def eos_token_ids(hf_config: dict[str, Any], tokenizer) -> set[int]:
@@ -96,9 +42,6 @@ class EngineCore:
     def __init__(self, config: EngineConfig, mesh=None, checkpoint=None):
         """`mesh`: this replica's ("tp",) devices (None: the default device); `checkpoint`:
         one already loaded (data-parallel replicas share it)."""
-        from jaxengine.models.checkpoint import load_checkpoint
-        from jaxengine.runtime.model_runner import ModelRunner
-
         if checkpoint is None:
             checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
                                      config.model.load_format)
@@ -362,61 +305,3 @@ def _top_num(req: Req) -> int:
 def _forced_top(req: Req, forced: list[int]) -> list[list[tuple[int, float]]] | None:
     """Tokens a grammar forces have probability 1: each is its own only alternative."""
     return [[(t, 0.0)] for t in forced] if _top_num(req) else None
-
-
-def run_engine_core(config: EngineConfig, conn) -> None:
-    """Process entry point: build the core, then serve the pipe until told to shut down."""
-    logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # JAX reports every backend it could not find (TPU on a GPU box, ...) at INFO.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    try:
-        from jaxengine.parallel.data_parallel import make_core
-
-        core = make_core(config)
-        info = core.info()
-    except Exception as e:  # start-up failures go back to the client as a clear error
-        log.error("engine core failed to start:\n%s", traceback.format_exc())
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", info))
-    while True:
-        outputs: list[TokenOutput] = []
-        wait = not core.has_work
-        while wait or conn.poll():
-            try:
-                kind, payload = conn.recv()
-            except EOFError:
-                return  # the client is gone
-            wait = False
-            if kind == "shutdown":
-                return
-            if kind == "call":
-                call_id, method = payload
-                conn.send(("reply", (call_id, core.call(method))))
-                continue
-            out = core.add_request(payload) if kind == "add" else core.abort(payload)
-            if out is not None:
-                outputs.append(out)
-        try:
-            outputs.extend(core.step())
-        except Exception:
-            log.error("step failed; aborting its requests:\n%s", traceback.format_exc())
-            outputs.extend(_abort_all(core))
-        if outputs:
-            conn.send(("outputs", outputs))
-        elif core.idle:  # only grammars compiling: wait for them or for a message
-            conn.poll(0.005)
-
-
-def _abort_all(core: EngineCore) -> list[TokenOutput]:
-    if hasattr(core, "replicas"):  # a DataParallelCore: every replica's requests
-        return [out for replica in core.replicas for out in _abort_all(replica)]
-    core._in_flight = None
-    rids = [r.rid for r in list(core.scheduler.running) + list(core.scheduler.waiting)]
-    rids += list(core._compiling)
-    outputs = [out for rid in rids if (out := core.abort(rid)) is not None]
-    for out in outputs:
-        out.abort_status, out.abort_message = 500, "the engine step failed (see the server log)"
-    return outputs
-

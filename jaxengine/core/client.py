@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jaxengine.config import EngineConfig
-from jaxengine.engine_core import AddRequest, TokenOutput
+from jaxengine.core.messages import AddRequest, TokenOutput
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class CoreClient:
         # and a parent that already initialised JAX is never forked.
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxengine.core_process", str(theirs.fileno())],
+            [sys.executable, "-m", "jaxengine.core.process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()])
         theirs.close()
         self._conn = Connection(ours.detach())

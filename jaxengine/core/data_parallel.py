@@ -15,37 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from jaxengine.config import EngineConfig
-from jaxengine.parallel.mesh import make_mesh, replica_meshes
-
-
-def build_meshes(config: EngineConfig) -> list:
-    """One ("tp",) mesh per replica; [None] for one device, whose programs carry no sharding."""
-    p = config.parallel
-    if p.tp_size == 1 and p.dp_size == 1 and p.nnodes == 1:
-        return [None]
-    return replica_meshes(make_mesh(p.tp_size, p.dp_size))
-
-
-def make_core(config: EngineConfig):
-    """The engine core for `config.parallel`: a plain EngineCore on one device, one on a
-    tensor-parallel mesh, or a DataParallelCore over dp of them; with --nnodes, node 0's, whose
-    steps the other nodes replay (jaxengine/parallel/multihost.py)."""
-    from jaxengine.engine_core import EngineCore
-    from jaxengine.parallel import multihost
-
-    p = config.parallel
-    if p.node_rank > 0:
-        raise ValueError(f"--node-rank {p.node_rank} follows node 0 and serves no requests: "
-                         "start it with `python -m jaxengine.serve`, not the Engine API")
-    multihost.init_distributed(config)
-    meshes = build_meshes(config)
-    core = EngineCore(config, meshes[0]) if len(meshes) == 1 else \
-        DataParallelCore(config, meshes)
-    if p.nnodes > 1:
-        conns = multihost.accept_followers(config)
-        for i, replica in enumerate(getattr(core, "replicas", [core])):
-            replica.runner = multihost.MirroredRunner(replica.runner, i, conns)
-    return core
+from jaxengine.core.engine_core import EngineCore
+from jaxengine.models.checkpoint import load_checkpoint
 
 
 class DataParallelCore:
@@ -53,9 +24,6 @@ class DataParallelCore:
     stats, info). A request is routed once, at arrival, and stays on its replica."""
 
     def __init__(self, config: EngineConfig, meshes: list):
-        from jaxengine.engine_core import EngineCore
-        from jaxengine.models.checkpoint import load_checkpoint
-
         checkpoint = load_checkpoint(config.model.model_path, config.model.tokenizer_path,
                                      config.model.load_format)
         self.replicas = [EngineCore(config, mesh, checkpoint) for mesh in meshes]

@@ -1,0 +1,40 @@
+"""The wire between the API process and the engine-core process (a socket of pickled tuples).
+
+In: ("add", AddRequest), ("abort", rid), ("call", (call_id, method)), ("shutdown", None).
+Out: ("ready", info), ("outputs", [TokenOutput]), ("reply", (call_id, result)), and
+("error", text) when start-up fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxengine.sampling_params import SamplingParams
+
+
+@dataclass
+class AddRequest:
+    rid: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+
+
+@dataclass
+class TokenOutput:
+    """What one step produced for one request."""
+
+    rid: str
+    new_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None = None   # "stop" | "length" | "abort"
+    matched_stop: int | str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    queue_time: float | None = None    # seconds from arrival to first step (first output only)
+    abort_status: int | None = None    # HTTP status of an abort the core decided (503: full)
+    abort_message: str | None = None   # why, for the client (None: the status says it)
+    num_steps: int = 0                 # model steps the request has taken part in so far
+    # Per new token, its most likely alternatives as (token id, logprob), best first; only
+    # for requests with return_logprob and top_logprobs_num > 0.
+    top_logprobs: list[list[tuple[int, float]]] | None = None
