@@ -24,7 +24,7 @@ from jaxengine.config import EngineConfig
 from jaxengine.core.client import CoreClient
 from jaxengine.core.messages import AddRequest, TokenOutput
 from jaxengine.detokenizer import IncrementalDetokenizer
-from jaxengine.sampling_params import SamplingParams
+from jaxengine.sampling_params import MAX_SUPPRESSED, SamplingParams, suppressed_ids
 from jaxengine.structured.sandbox import GrammarSandbox
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Engine:
         self.core_info = self._client.info
         self.context_length: int = self.core_info["context_length"]
         self.vocab_size: int = self.core_info["vocab_size"]
+        self.eos_ids: list[int] = self.core_info["eos_token_ids"]
         # A new grammar is compiled in a sandbox first, so that a bad or hostile one is
         # refused (ValueError) before it is queued.
         s = self.config.structured
@@ -251,6 +252,10 @@ class Engine:
             if any(t >= self.vocab_size for t in p.logit_bias or {}):
                 raise ValueError(f"logit_bias keys must be token ids below the vocabulary "
                                  f"size {self.vocab_size}")
+            held = len(suppressed_ids(p, self.eos_ids)) if p.min_new_tokens else 0
+            if held > MAX_SUPPRESSED:
+                raise ValueError(f"min_tokens holds back the stop_token_ids and EOS ids, at "
+                                 f"most {MAX_SUPPRESSED} distinct ids; this request has {held}")
         return params
 
     def _seed(self, p: SamplingParams, index: int) -> int:

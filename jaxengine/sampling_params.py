@@ -11,6 +11,8 @@ from typing import Any
 # logit_bias entries: both are fixed widths of the on-device sampling inputs.
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 64
+# Most distinct token ids min_new_tokens holds back (stop_token_ids plus the EOS ids).
+MAX_SUPPRESSED = 64
 # Token counts beyond this are nonsense (and would overflow the device's int32 counters); seeds
 # are 64-bit, as OpenAI's.
 MAX_TOKENS = 2**31 - 1
@@ -173,3 +175,12 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "json_schema": str, "regex": str, "ebnf": str, "jump_forward": bool,
     "return_logprob": bool, "top_logprobs_num": int,
 }
+
+
+def suppressed_ids(p: SamplingParams, eos_ids) -> list[int]:
+    """The token ids held back while fewer than min_new_tokens are out: the stop token ids
+    and, unless ignore_eos, the EOS ids."""
+    banned = set(p.stop_token_ids or [])
+    if not p.ignore_eos:
+        banned.update(eos_ids)
+    return sorted(banned)

@@ -122,9 +122,6 @@ class ModelRunner:
 
     def _context_length(self, config: EngineConfig) -> int:
         limit = self.arch.max_position_embeddings
-        if self.arch.sliding_window:
-            # The reference attention is exact only inside the window.
-            limit = min(limit, self.arch.sliding_window)
         wanted = config.model.context_length or limit
         if wanted > limit:
             raise ValueError(f"--context-length {wanted} exceeds the model's limit {limit}")

@@ -10,11 +10,10 @@ import numpy as np
 
 from jaxengine.layers.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
-from jaxengine.sampling_params import MAX_LOGIT_BIAS
+from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED, suppressed_ids
 from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
 from pallas_kernels.cascade_attention import MIN_PREFIX_TOKENS, MIN_SHARING_SEQS
 
-SUPPRESS_WIDTH = 8  # most token ids banned per request while min_new_tokens is unmet
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
@@ -175,7 +174,7 @@ class _SamplingArrays:
         self.slot = np.full(B, dummy_slot, np.int32)
         self.reset = np.zeros(B, bool)
         self.counts_output = np.zeros(B, bool)
-        self.suppress_ids = np.full((B, SUPPRESS_WIDTH), np.iinfo(np.int32).max, np.int32)
+        self.suppress_ids = np.full((B, MAX_SUPPRESSED), np.iinfo(np.int32).max, np.int32)
         self.bias_ids = np.full((B, MAX_LOGIT_BIAS), np.iinfo(np.int32).max, np.int32)
         self.bias_values = np.zeros((B, MAX_LOGIT_BIAS), np.float32)
         self.top_logprobs = np.zeros(B, bool)
@@ -195,8 +194,7 @@ class _SamplingArrays:
         self.reset[i] = e.reset
         self.counts_output[i] = e.samples
         if len(req.output_ids) < p.min_new_tokens:
-            banned = list(p.stop_token_ids or []) + ([] if p.ignore_eos else list(eos_ids))
-            banned = banned[:SUPPRESS_WIDTH]
+            banned = suppressed_ids(p, eos_ids)   # Engine refuses more than MAX_SUPPRESSED
             self.suppress_ids[i, :len(banned)] = banned
         if p.logit_bias:
             n = len(p.logit_bias)

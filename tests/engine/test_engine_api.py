@@ -100,7 +100,23 @@ def test_one_call_helper_reuses_its_engine():
     ({"stop": 5}, "stop must be"),
     ({"n": True}, "n must be"),
     ({"stop_token_ids": [2**40], "min_new_tokens": 2}, "vocabulary"),
+    ({"stop_token_ids": list(range(100, 200)), "min_new_tokens": 2}, "at most 64"),
 ])
 def test_wrongly_typed_or_huge_params_are_value_errors(default_engine, params, match):
     with pytest.raises(ValueError, match=match):
         default_engine.generate("hi", params)
+
+
+def test_min_new_tokens_holds_back_every_stop_id_up_to_the_limit(default_engine):
+    """63 stop ids plus EOS, the limit, including the tokens greedy decoding picks first:
+    none of them may come out before min_new_tokens (no id is dropped for room)."""
+    free = default_engine.generate("Hello", {"max_new_tokens": 6, "temperature": 0,
+                                             "ignore_eos": True})["output_ids"]
+    eos = set(default_engine.eos_ids)
+    stops = list(dict.fromkeys(t for t in free if t not in eos))
+    stops += [t for t in range(1000, 1100) if t not in stops and t not in eos]
+    stops = stops[:64 - len(eos)]
+    out = default_engine.generate("Hello", {"max_new_tokens": 6, "temperature": 0,
+                                            "min_new_tokens": 6, "stop_token_ids": stops})
+    assert len(out["output_ids"]) == 6
+    assert not set(out["output_ids"]) & (set(stops) | eos), out["output_ids"]

@@ -35,6 +35,9 @@ VARIANTS = {
                                                       original_max_position_embeddings=16))),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM,
                 dict(sliding_window=None)),
+    # 37 tokens through a window of 8: most keys are outside it.
+    "mistral-sliding-window": (transformers.MistralConfig, transformers.MistralForCausalLM,
+                               dict(sliding_window=8)),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {}),
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(head_dim=16)),
 }

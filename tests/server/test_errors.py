@@ -60,6 +60,7 @@ CHAT_ERRORS = [
     ({"messages": [{"role": "user", "content": LONG}], "stream": True}, "messages"),
     ({"messages": QUESTION, "max_tokens": 100_000}, "max_tokens"),
     ({"messages": QUESTION, "min_tokens": 2, "stop_token_ids": [10**12]}, "stop_token_ids"),
+    ({"messages": QUESTION, "min_tokens": 2, "stop_token_ids": list(range(100, 200))}, None),
 ]
 COMPLETION_ERRORS = [
     ({}, "prompt"),
