@@ -26,11 +26,6 @@ from pallas_kernels.ragged_paged_attention import (
     token_sequence_ids,
 )
 
-# Use the cascade only past these sizes (the scheduler decides; see the issue).
-MIN_PREFIX_TOKENS = 256
-MIN_SHARING_SEQS = 8
-
-
 def merge_attention(o1: jax.Array, lse1: jax.Array, o2: jax.Array,
                     lse2: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Merge two partial attentions over disjoint key sets: o [T, N, H], lse [T, N] f32."""

@@ -33,6 +33,8 @@ FORBIDDEN = {
 }
 # The server sees the engine only through its public API.
 SERVER_MAY_IMPORT = ("jaxengine", "jaxengine.sampling_params")
+# The runtime sees the scheduler only through the step plan.
+RUNTIME_MAY_IMPORT_OF_SCHEDULER = ("jaxengine.scheduler.batch",)
 
 
 def _module_name(path: Path) -> str:
@@ -100,6 +102,9 @@ def test_arrows_point_the_documented_way():
             if _within(m, prefix):
                 wrong += [f"{m} -> {d}" for d in sorted(deps)
                           if any(_within(d, b) for b in banned)]
+        if _within(m, "jaxengine.runtime"):
+            wrong += [f"{m} -> {d}" for d in sorted(deps) if _within(d, "jaxengine.scheduler")
+                      and d not in RUNTIME_MAY_IMPORT_OF_SCHEDULER]
         if _within(m, "server"):
             wrong += [f"{m} -> {d}" for d in sorted(deps)
                       if _within(d, "jaxengine") and d not in SERVER_MAY_IMPORT]
@@ -114,3 +119,11 @@ def test_the_checker_sees_imports():
     assert len(modules()) > 60
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert find_cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_runtime_reads_no_request():
+    """The runtime packs StepPlans: no `.req` (a BatchEntry's request) anywhere in it."""
+    reads = [f"{m}:{node.lineno}" for m in modules() if _within(m, "jaxengine.runtime")
+             for node in ast.walk(ast.parse(modules()[m].read_text()))
+             if isinstance(node, ast.Attribute) and node.attr == "req"]
+    assert not reads, reads

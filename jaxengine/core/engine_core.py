@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     import jax
 
     from jaxengine.runtime.sampler import TopLogprobs
+from jaxengine.scheduler.batch import Batch
+from jaxengine.scheduler.future import PLACEHOLDER
 from jaxengine.scheduler.req import FinishReason, Req
-from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch, Scheduler, SchedulerLimits
+from jaxengine.scheduler.scheduler import Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class EngineCore:
             max_context=self.max_context,
             attention_budget=r.attention_budget, gathers_pages=r.backend == "reference",
             radix_cache=not config.cache.disable_radix_cache,
-            policy=config.scheduler.schedule_policy)
+            policy=config.scheduler.schedule_policy, cascade=r.buckets.cascade)
         self.scheduler = Scheduler(limits, self.eos_ids, self._matched_stop_text)
         self._sorted_eos = sorted(self.eos_ids)
         self.overlap = not config.scheduler.disable_overlap_schedule
@@ -189,7 +191,7 @@ class EngineCore:
         outputs: list[TokenOutput] = self._admit_compiled() if self._compiling else []
         batch = self.scheduler.schedule()
         if batch is not None:
-            inputs = self.runner.prepare(batch, self._sorted_eos)
+            inputs = self.runner.prepare(self.scheduler.plan(batch))
             if needs_bitmask(batch.entries):
                 # The bitmask needs the tokens of the step in flight: take them (advancing the
                 # grammars) while the device runs this step's forward, then sample.

@@ -26,7 +26,7 @@ from jaxengine.runtime.step_inputs import (
     build_step_inputs,
     padding_step_inputs,
 )
-from jaxengine.scheduler.scheduler import Batch
+from jaxengine.scheduler.batch import StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class ModelRunner:
         self.warmup_seconds, self.warmup_programs = time.perf_counter() - t0, bar.n
         log.info("compiled %d step programs in %.1fs", bar.n, self.warmup_seconds)
 
-    def prepare(self, batch: Batch, eos_ids: list[int]) -> StepInputs:
-        return build_step_inputs(batch, self.buckets, eos_ids)
+    def prepare(self, plan: StepPlan) -> StepInputs:
+        return build_step_inputs(plan, self.buckets)
 
     def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array, TopLogprobs]:
         """Dispatch one step; returns device arrays (tokens [B], logprobs [B], top

@@ -1,4 +1,5 @@
-"""StepInputs: one Batch as padded device arrays, and StepBuckets, which picks their shapes."""
+"""StepInputs: one StepPlan as padded device arrays, and StepBuckets, which picks their
+shapes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import numpy as np
 
 from jaxengine.layers.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
-from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED, suppressed_ids
-from jaxengine.scheduler.scheduler import PLACEHOLDER, Batch
-from pallas_kernels.cascade_attention import MIN_PREFIX_TOKENS, MIN_SHARING_SEQS
+from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED
+from jaxengine.scheduler.batch import SeqPlan, StepPlan
 
 
 def _pow2(n: int) -> int:
@@ -96,68 +96,42 @@ def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool
                       meta=meta, sampling=_SamplingArrays(B, dummy_slot).arrays())
 
 
-def build_step_inputs(batch: Batch, buckets: StepBuckets, eos_ids: list[int]) -> StepInputs:
+def build_step_inputs(plan: StepPlan, buckets: StepBuckets) -> StepInputs:
     """Host numpy arrays for one step, padded to its buckets (padding writes to page 0)."""
-    entries, page_size = batch.entries, buckets.page_size
-    max_pages = max(-(-(e.start + e.length) // page_size) for e in entries)
-    T, B, Pb = buckets.for_step(batch.num_tokens, max_pages)
+    seqs, page_size = plan.seqs, buckets.page_size
+    max_pages = max(-(-s.end // page_size) for s in seqs)
+    T, B, Pb = buckets.for_step(plan.num_tokens, max_pages)
     x = padding_step_inputs(T, B, Pb, max_seqs=buckets.max_seqs, cascade=buckets.cascade)
     m = x.meta
-    s = _SamplingArrays(B, buckets.max_seqs)
+    sampling = _SamplingArrays(B, buckets.max_seqs)
     t = 0
-    for i, e in enumerate(entries):
-        req, end = e.req, e.start + e.length
-        pos = np.arange(e.start, end)
-        ids = req.all_ids[e.start:end]
-        if ids[-1] == PLACEHOLDER:  # sampled by the step still in flight: read it on device
-            ids[-1] = 0
-            x.prev_index[t + e.length - 1] = req.future_index
-        x.tokens[t:t + e.length] = ids
-        x.positions[t:t + e.length] = pos
-        pages = np.asarray(req.pages, np.int32)
-        m.slots[t:t + e.length] = pages[pos // page_size] * page_size + pos % page_size
-        x.token_slot[t:t + e.length] = req.slot
-        # Outputs sampled before this admission (re-fed after preemption) are counted again;
-        # later ones were counted when they were sampled.
-        out_index = pos - len(req.prompt_ids)
-        x.token_is_output[t:t + e.length] = ((out_index >= 0)
-                                             & (out_index < req.outputs_at_admission))
-        t += e.length
+    for i, s in enumerate(seqs):
+        n = len(s.token_ids)
+        pos = np.arange(s.start, s.end)
+        x.tokens[t:t + n] = s.token_ids
+        if s.feed_from >= 0:  # sampled by the step still in flight: read it on device
+            x.tokens[t + n - 1] = 0
+            x.prev_index[t + n - 1] = s.feed_from
+        x.positions[t:t + n] = pos
+        pages = np.asarray(s.pages, np.int32)
+        m.slots[t:t + n] = pages[pos // page_size] * page_size + pos % page_size
+        x.token_slot[t:t + n] = s.slot
+        first, last = s.refed_outputs
+        x.token_is_output[t:t + n] = (pos >= first) & (pos < last)
+        t += n
         x.logits_indices[i] = t - 1
-        m.kv_lens[i] = end
-        n_pages = -(-end // page_size)
-        m.page_indices[i, :n_pages] = pages[:n_pages]
+        m.kv_lens[i] = s.end
+        m.page_indices[i, :len(pages)] = pages
         m.cu_q_lens[i + 1] = t
-        s.fill(i, e, eos_ids)
-    m.cu_q_lens[len(entries) + 1:] = t
-    m.num_seqs[0] = len(entries)
-    if m.shared_prefix is not None:
-        _fill_shared_prefix(m.shared_prefix, entries, page_size)
-    return x._replace(sampling=s.arrays())
-
-
-def _fill_shared_prefix(shared: SharedPrefix, entries, page_size: int) -> None:
-    """Mark the largest group of sequences whose KV starts with the same radix pages, if it is
-    big enough for the cascade to pay. Equal page ids mean equal KV: only the radix cache
-    hands one page to several requests."""
-    groups: dict[int, list[int]] = {}
-    for i, e in enumerate(entries):
-        if e.req.num_cached_pages and e.start >= page_size:
-            groups.setdefault(e.req.pages[0], []).append(i)
-    members = max(groups.values(), key=len, default=[])
-    if len(members) < MIN_SHARING_SEQS:
-        return
-    first = entries[members[0]].req.pages
-    n = min(entries[i].start // page_size for i in members)  # every query past the prefix
-    for i in members:
-        pages = entries[i].req.pages
-        n = min(n, len(pages))
-        n = next((j for j in range(n) if pages[j] != first[j]), n)
-    if n * page_size < MIN_PREFIX_TOKENS:
-        return
-    shared.pages[:n] = first[:n]
-    shared.length[0] = n * page_size
-    shared.seq_mask[members] = True
+        sampling.fill(i, s)
+    m.cu_q_lens[len(seqs) + 1:] = t
+    m.num_seqs[0] = len(seqs)
+    if m.shared_prefix is not None and plan.shared_prefix is not None:
+        shared, n = plan.shared_prefix, len(plan.shared_prefix.pages)
+        m.shared_prefix.pages[:n] = shared.pages
+        m.shared_prefix.length[0] = shared.length
+        m.shared_prefix.seq_mask[shared.members] = True
+    return x._replace(sampling=sampling.arrays())
 
 
 class _SamplingArrays:
@@ -179,8 +153,8 @@ class _SamplingArrays:
         self.bias_values = np.zeros((B, MAX_LOGIT_BIAS), np.float32)
         self.top_logprobs = np.zeros(B, bool)
 
-    def fill(self, i: int, e, eos_ids: list[int]) -> None:
-        req, p = e.req, e.req.params
+    def fill(self, i: int, s: SeqPlan) -> None:
+        p = s.sampling.params
         self.temperature[i] = p.temperature
         self.top_p[i] = p.top_p
         self.top_k[i] = min(max(p.top_k, 0), np.iinfo(np.int32).max)  # past V: no top-k
@@ -188,14 +162,13 @@ class _SamplingArrays:
         self.repetition_penalty[i] = p.repetition_penalty
         self.frequency_penalty[i] = p.frequency_penalty
         self.presence_penalty[i] = p.presence_penalty
-        self.seed[i] = req.seed & 0xFFFFFFFF
-        self.sample_index[i] = len(req.output_ids)
-        self.slot[i] = req.slot
-        self.reset[i] = e.reset
-        self.counts_output[i] = e.samples
-        if len(req.output_ids) < p.min_new_tokens:
-            banned = suppressed_ids(p, eos_ids)   # Engine refuses more than MAX_SUPPRESSED
-            self.suppress_ids[i, :len(banned)] = banned
+        self.seed[i] = s.sampling.seed & 0xFFFFFFFF
+        self.sample_index[i] = s.sampling.sample_index
+        self.slot[i] = s.slot
+        self.reset[i] = s.reset
+        self.counts_output[i] = s.samples
+        held = s.sampling.suppressed   # the Engine refuses more than MAX_SUPPRESSED
+        self.suppress_ids[i, :len(held)] = held
         if p.logit_bias:
             n = len(p.logit_bias)
             self.bias_ids[i, :n] = [int(t) for t in p.logit_bias]

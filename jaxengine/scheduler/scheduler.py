@@ -16,34 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.scheduler.batch import Batch, BatchEntry, StepPlan, plan_step
+from jaxengine.scheduler.future import InFlight
 from jaxengine.scheduler.page_allocator import PageAllocator
 from jaxengine.scheduler.policy import order_waiting
 from jaxengine.scheduler.radix_cache import RadixCache
 from jaxengine.scheduler.req import FinishReason, Req
-
-# Stands in an output list for a token sampled by a step still running on the device. A step
-# that feeds it reads the real token from the device (StepInputs.prev_index); `process`
-# writes it in when the step's results reach the host.
-PLACEHOLDER = -1
-
-
-@dataclass
-class BatchEntry:
-    req: Req
-    start: int        # position of the first token computed in this step
-    length: int       # tokens computed in this step
-    samples: bool     # whether the step's last token yields a new output token
-    reset: bool       # first step since admission: the request's penalty state starts empty
-    out_index: int = -1  # where the sampled token goes in req.output_ids (set by commit)
-
-
-@dataclass
-class Batch:
-    entries: list[BatchEntry]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(e.length for e in self.entries)
 
 
 @dataclass(frozen=True)
@@ -62,6 +40,7 @@ class SchedulerLimits:
     gathers_pages: bool = False
     radix_cache: bool = True
     policy: str = "fcfs"
+    cascade: bool = False        # the attention takes a shared radix prefix (kernels only)
 
 
 class Scheduler:
@@ -79,7 +58,7 @@ class Scheduler:
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
         self.preemptions_total = 0
-        self._last_committed: Batch | None = None
+        self.in_flight = InFlight()
 
     # ---- requests in and out ------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -252,21 +231,20 @@ class Scheduler:
         return len(req.output_ids) >= req.params.max_new_tokens or \
             req.num_tokens >= self.limits.max_context
 
-    # ---- after the step -----------------------------------------------------------------
+    def plan(self, batch: Batch) -> StepPlan:
+        """What the runtime needs of `batch`, before it is committed."""
+        return plan_step(batch, self.eos_ids, self.limits.page_size, self.limits.cascade)
+
+    # ---- after the step (the overlap contract: jaxengine/scheduler/future.py) ------------
     def commit(self, batch: Batch) -> None:
         """The step was dispatched: its KV counts as computed and each sampling entry holds a
         PLACEHOLDER output until `process` brings the real token."""
-        self._last_committed = batch
-        for i, entry in enumerate(batch.entries):
-            req = entry.req
-            req.num_computed = entry.start + entry.length
-            req.num_steps += 1
-            if entry.samples:
-                req.output_ids.append(PLACEHOLDER)
-                entry.out_index = len(req.output_ids) - 1
-                req.future_index = i
-            else:
-                self._cache_computed_pages(req)
+        for entry in batch.entries:
+            entry.req.num_computed = entry.start + entry.length
+            entry.req.num_steps += 1
+            if not entry.samples:
+                self._cache_computed_pages(entry.req)
+        self.in_flight.commit(batch)
 
     def process(self, batch: Batch, sampled: list[int]) -> list[Req]:
         """Write in the step's sampled tokens and finish requests that are done; returns the
@@ -276,7 +254,7 @@ class Scheduler:
             req = entry.req
             if not entry.samples or req.finished:
                 continue  # a prefill chunk, or aborted while the step ran
-            req.output_ids[entry.out_index] = token
+            self.in_flight.resolve(entry, token)
             self._check_finished(req, token, entry.out_index + 1)
             if req.finished:
                 self._drop_finished(req)
@@ -295,11 +273,7 @@ class Scheduler:
         for the request is dropped: it predicts the first forced token, which is known."""
         if not tokens or req.finished:
             return
-        if req.output_ids[-1] == PLACEHOLDER:
-            entry = self._last_committed.entries[req.future_index]
-            assert entry.req is req and entry.samples
-            entry.samples = False
-            del req.output_ids[-1]
+        self.in_flight.cancel(req)
         room = min(req.params.max_new_tokens - len(req.output_ids),
                    self.limits.max_context - req.num_tokens)
         req.output_ids.extend(tokens[:room])

@@ -7,8 +7,9 @@ import numpy as np
 from jaxengine.config import EngineConfig
 from jaxengine.core.engine_core import EngineCore
 from jaxengine.core.messages import AddRequest
-from jaxengine.runtime import step_inputs
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.scheduler import batch as batch_module
+from jaxengine.scheduler import cascade as cascade_module
 
 PARAMS = SamplingParams(temperature=0.0, max_new_tokens=5, ignore_eos=True)
 
@@ -27,16 +28,16 @@ def _generate(core: EngineCore, prompts: list[list[int]], first: int) -> list[li
 
 def test_cascade_over_a_shared_radix_prefix_gives_the_reference_tokens(tiny_model_dir,
                                                                        monkeypatch):
-    monkeypatch.setattr(step_inputs, "MIN_PREFIX_TOKENS", 8)
-    monkeypatch.setattr(step_inputs, "MIN_SHARING_SEQS", 3)
+    monkeypatch.setattr(cascade_module, "MIN_PREFIX_TOKENS", 8)
+    monkeypatch.setattr(cascade_module, "MIN_SHARING_SEQS", 3)
     shared_lengths = []
-    fill = step_inputs._fill_shared_prefix
 
-    def spy(shared, entries, page_size):
-        fill(shared, entries, page_size)
-        shared_lengths.append(int(shared.length[0]))
+    def spy(entries, page_size):
+        shared = cascade_module.shared_prefix(entries, page_size)
+        shared_lengths.append(shared.length if shared else 0)
+        return shared
 
-    monkeypatch.setattr(step_inputs, "_fill_shared_prefix", spy)
+    monkeypatch.setattr(batch_module, "shared_prefix", spy)
     rng = np.random.default_rng(0)
     prefix = rng.integers(100, 40000, 13).tolist()
     prompts = [prefix + rng.integers(100, 40000, 3).tolist() for _ in range(5)]

@@ -6,8 +6,8 @@ import numpy as np
 
 from jaxengine.runtime.step_inputs import StepBuckets, build_step_inputs
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.scheduler.batch import Batch, BatchEntry, plan_step
 from jaxengine.scheduler.req import Req
-from jaxengine.scheduler.scheduler import Batch, BatchEntry
 
 
 def _buckets(**overrides) -> StepBuckets:
@@ -48,7 +48,8 @@ def test_padding_writes_to_the_dummy_page_and_is_not_a_sequence():
                  num_computed=3, slot=0)
     prefill = Req("p", [9] * 6, SamplingParams(temperature=0.5), seed=2, pages=[1, 2], slot=1)
     batch = Batch([BatchEntry(decode, 3, 1, True, False), BatchEntry(prefill, 0, 6, True, True)])
-    x = build_step_inputs(batch, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8), [0])
+    x = build_step_inputs(plan_step(batch, [0], 4, cascade=False),
+                          _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8))
     assert x.tokens.tolist() == [8, 9, 9, 9, 9, 9, 9, 0]
     assert x.positions.tolist() == [3, 0, 1, 2, 3, 4, 5, 0]
     assert x.meta.slots.tolist() == [15, 4, 5, 6, 7, 8, 9, 0]
@@ -72,11 +73,35 @@ def _sharing_batch(sharers: int) -> Batch:
 
 def test_a_radix_prefix_shared_by_enough_sequences_goes_to_the_cascade():
     buckets = _buckets(max_seqs=16, pages_follow_context=False, cascade=True)
-    x = build_step_inputs(_sharing_batch(8), buckets, [0])
+    x = build_step_inputs(plan_step(_sharing_batch(8), [0], 16, cascade=True), buckets)
     shared = x.meta.shared_prefix
     assert int(shared.length[0]) == 17 * 16
     assert shared.pages[:17].tolist() == list(range(1, 18)) and not shared.pages[17:].any()
     assert shared.seq_mask.tolist() == [True] * 8 + [False] * 8
-    few = build_step_inputs(_sharing_batch(7), buckets, [0]).meta.shared_prefix
-    assert int(few.length[0]) == 0 and not few.seq_mask.any()
-    assert build_step_inputs(_sharing_batch(8), _buckets(), [0]).meta.shared_prefix is None
+    few = build_step_inputs(plan_step(_sharing_batch(7), [0], 16, cascade=True), buckets)
+    assert int(few.meta.shared_prefix.length[0]) == 0
+    assert not few.meta.shared_prefix.seq_mask.any()
+    assert plan_step(_sharing_batch(8), [0], 16, cascade=False).shared_prefix is None
+    plain = build_step_inputs(plan_step(_sharing_batch(8), [0], 16, cascade=False), _buckets())
+    assert plain.meta.shared_prefix is None
+
+
+def test_the_plan_carries_what_the_step_feeds_and_suppresses():
+    """A decode whose last output is the in-flight sample reads it on device; min_new_tokens
+    holds back stop ids and EOS; outputs sampled before a preemption count again."""
+    req = Req("r", [5, 6, 7], SamplingParams(min_new_tokens=4, stop_token_ids=[9, 3]), seed=3,
+              output_ids=[11, 12, -1], pages=[2, 5], num_computed=5, slot=2,
+              outputs_at_admission=1, future_index=6)
+    plan = plan_step(Batch([BatchEntry(req, 5, 1, True, False)]), [0], 4, cascade=False)
+    (seq,) = plan.seqs
+    assert seq.token_ids == [-1] and seq.feed_from == 6 and seq.pages == [2, 5]
+    assert seq.sampling.suppressed == (0, 3, 9) and seq.sampling.sample_index == 3
+    assert seq.refed_outputs == (3, 4)
+    x = build_step_inputs(plan, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8))
+    assert x.tokens.tolist() == [0] and x.prev_index.tolist() == [6]
+    assert np.asarray(x.sampling.suppress_ids)[0, :4].tolist() == [0, 3, 9, 2**31 - 1]
+    # Prefill of the same request after preemption: position 3 is the re-fed first output.
+    req.output_ids, req.num_computed = [11, 12], 0
+    prefill = plan_step(Batch([BatchEntry(req, 0, 5, True, True)]), [0], 4, cascade=False)
+    y = build_step_inputs(prefill, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8))
+    assert y.token_is_output.tolist()[:5] == [False, False, False, True, False]

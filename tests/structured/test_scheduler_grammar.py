@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from jaxengine.scheduler.future import PLACEHOLDER
 from jaxengine.scheduler.req import FinishReason
-from jaxengine.scheduler.scheduler import PLACEHOLDER
 from tests.scheduler.test_scheduler import make_req, make_scheduler
 
 
