@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from jaxengine.core.client import EngineDeadError
-from jaxengine.engine import Engine, RequestStream
+from jaxengine.engine import Engine
+from jaxengine.request import RequestStream
 from jaxengine.sampling_params import SamplingParams
 
 __all__ = ["Engine", "EngineDeadError", "RequestStream", "SamplingParams", "generate"]

@@ -26,6 +26,7 @@ from pallas_kernels.ragged_paged_attention import (
     token_sequence_ids,
 )
 
+
 def merge_attention(o1: jax.Array, lse1: jax.Array, o2: jax.Array,
                     lse2: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Merge two partial attentions over disjoint key sets: o [T, N, H], lse [T, N] f32."""

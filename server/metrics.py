@@ -82,7 +82,7 @@ class ServerMetrics:
         engine.request_listeners.append(self.observe)
 
     def observe(self, timings: dict[str, Any]) -> None:
-        """A finished request's timings (see Engine's `_Request.timings`)."""
+        """A finished request's timings (see `jaxengine.request.RequestState.timings`)."""
         if timings["ttft"] is not None:
             self.ttft.observe(timings["ttft"])
         for gap in timings["itl"]:
