@@ -9,15 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxengine.models import llama
+from jaxengine.models import gemma, llama
 from jaxengine.models.dummy import DummySource, dummy_model
 from jaxengine.models.orbax_checkpoint import OrbaxSource, restore_model
 from jaxengine.models.params import ParamTable, check_shape, param_arrays, params_of
 
 # HF architecture name -> (arch config class, model class, parameter table of an arch)
 ARCHITECTURES: dict[str, tuple[type, type, Any]] = {
-    name: (llama.LlamaArch, llama.LlamaForCausalLM, llama.param_table)
-    for name in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+    **{name: (llama.LlamaArch, llama.LlamaForCausalLM, llama.param_table)
+       for name in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                    "Qwen3ForCausalLM")},
+    **{name: (gemma.GemmaArch, gemma.GemmaForCausalLM, gemma.param_table)
+       for name in ("Gemma2ForCausalLM", "Gemma3ForCausalLM")},
 }
 
 

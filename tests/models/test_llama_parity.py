@@ -38,6 +38,22 @@ VARIANTS = {
     # 37 tokens through a window of 8: most keys are outside it.
     "mistral-sliding-window": (transformers.MistralConfig, transformers.MistralForCausalLM,
                                dict(sliding_window=8)),
+    # Gemma 2: alternating local / global layers (3 layers: one pattern block and one
+    # layer past it), attention and final soft-caps, query_pre_attn_scalar.
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM,
+               dict(num_hidden_layers=3, sliding_window=8, head_dim=16,
+                    query_pre_attn_scalar=24, attn_logit_softcapping=5.0,
+                    final_logit_softcapping=3.0)),
+    # Gemma 3: q/k norms, local layers with their own rope base, linear scaling on the global
+    # ones, a pattern of 3 over 5 layers.
+    "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM,
+               dict(num_hidden_layers=5, sliding_window=8, head_dim=16, query_pre_attn_scalar=16,
+                    layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                 "sliding_attention", "sliding_attention"],
+                    rope_parameters={
+                        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                        "full_attention": {"rope_type": "linear", "factor": 2.0,
+                                           "rope_theta": 1e6}})),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {}),
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(head_dim=16)),
 }
@@ -68,6 +84,10 @@ def test_logits_match_hf(variant):
     torch.manual_seed(0)
     config = config_cls(**{**TINY, **extra})
     hf = model_cls(config).eval()
+    with torch.no_grad():  # norms start as the identity: make each one tell itself apart
+        for name, w in hf.named_parameters():
+            if "norm" in name:
+                w.add_(0.2 * torch.randn_like(w))
     tokens = np.random.default_rng(1).integers(0, TINY["vocab_size"], 37).tolist()
     with torch.no_grad():
         want = hf(torch.tensor([tokens])).logits[0].numpy()
