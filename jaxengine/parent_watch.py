@@ -9,9 +9,10 @@ import threading
 import time
 
 
-def exit_with_parent(poll_s: float = 1.0) -> None:
-    """Start a daemon thread that ends this process once its parent has exited."""
-    parent = os.getppid()
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Start a daemon thread that ends this process once its parent, the process `parent`
+    that started it, has exited. The parent passes its pid: read here with getppid, it would
+    already be the reaper's if the parent died while this process was still starting."""
 
     def watch() -> None:
         while True:

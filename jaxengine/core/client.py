@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -39,7 +40,8 @@ class CoreClient:
         # and a parent that already initialised JAX is never forked.
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxengine.core.process", str(theirs.fileno())],
+            [sys.executable, "-m", "jaxengine.core.process", str(theirs.fileno()),
+             str(os.getpid())],
             pass_fds=[theirs.fileno()])
         theirs.close()
         self._conn = Connection(ours.detach())

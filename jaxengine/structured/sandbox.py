@@ -7,12 +7,13 @@ compiles. A thread cannot be stopped; a process can, so a grammar past the budge
 worker process (killed and replaced) and its client a 400, never the server. What passed is
 remembered (by kind and spec), so each grammar is checked once.
 
-The worker is `python -m jaxengine.structured.sandbox_process FD`.
+The worker is `python -m jaxengine.structured.sandbox_process FD PARENT_PID`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -102,7 +103,8 @@ class _Worker:
     def __init__(self, setup: tuple) -> None:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxengine.structured.sandbox_process", str(theirs.fileno())],
+            [sys.executable, "-m", "jaxengine.structured.sandbox_process", str(theirs.fileno()),
+             str(os.getpid())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())

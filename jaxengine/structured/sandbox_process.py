@@ -1,4 +1,4 @@
-"""`python -m jaxengine.structured.sandbox_process FD`: a grammar sandbox worker (see
+"""`python -m jaxengine.structured.sandbox_process FD PARENT_PID`: a grammar sandbox worker (see
 sandbox.py). It reads (tokenizer JSON, vocab size, EOS ids, memory limit) first, answers
 "ready", then each (kind, spec) with None or the reason the grammar fails. Kept apart from
 sandbox.py so that the module run as __main__ is not also imported by the package.
@@ -16,7 +16,7 @@ from jaxengine.structured.backend import GrammarBackend
 
 def main() -> None:
     conn = Connection(int(sys.argv[1]))
-    exit_with_parent()
+    exit_with_parent(int(sys.argv[2]))
     tokenizer_json, vocab_size, eos_ids, memory_bytes = conn.recv()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     backend = GrammarBackend(tokenizer_json, vocab_size, eos_ids, cache_size=1)
