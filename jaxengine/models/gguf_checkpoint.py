@@ -22,7 +22,11 @@ _ARCHITECTURES = {
     "llama": ("LlamaForCausalLM", "llama"),
     "qwen2": ("Qwen2ForCausalLM", "qwen2"),
     "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+    "gemma2": ("Gemma2ForCausalLM", "gemma2"),
+    "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
 }
+# llama.cpp stores Gemma's (1 + w) norm weights with the 1 added.
+_GEMMA_ARCHS = {"gemma2", "gemma3"}
 # llama.cpp's converter interleaves the two rotary halves of each Q/K head for these
 # architectures only (its Qwen converters keep HF's layout).
 _PERMUTED_QK_ARCHS = {"llama"}
@@ -36,16 +40,21 @@ _BLOCK_NAMES = {
     "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+# Gemma has norms before and after both the attention and the MLP.
+_GEMMA_BLOCK_NAMES = {**_BLOCK_NAMES, "ffn_norm": "pre_feedforward_layernorm",
+                      "post_attention_norm": "post_attention_layernorm",
+                      "post_ffw_norm": "post_feedforward_layernorm"}
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _GLOBAL_RE = re.compile(r"(\w+)\.(weight|bias)")
 
 
-def hf_tensor_name(gguf_name: str) -> str:
+def hf_tensor_name(gguf_name: str, arch: str = "llama") -> str:
     """The Hugging Face parameter name of a GGUF tensor; ValueError for unknown tensors."""
+    blocks = _GEMMA_BLOCK_NAMES if arch in _GEMMA_ARCHS else _BLOCK_NAMES
     if m := _BLOCK_RE.fullmatch(gguf_name):
         layer, part, kind = m.groups()
-        if part in _BLOCK_NAMES:
-            return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+        if part in blocks:
+            return f"model.layers.{layer}.{blocks[part]}.{kind}"
     elif (m := _GLOBAL_RE.fullmatch(gguf_name)) and m.group(1) in _GLOBAL_NAMES:
         return f"{_GLOBAL_NAMES[m.group(1)]}.{m.group(2)}"
     raise ValueError(f"Unsupported GGUF tensor {gguf_name!r}")
@@ -70,10 +79,16 @@ class GGUFSource:
         self.path = Path(path)
         self._reader = gguf.GGUFReader(self.path)
         self.meta: dict[str, Any] = {k: f.contents() for k, f in self._reader.fields.items()}
-        self._tensors = {hf_tensor_name(t.name): t for t in self._reader.tensors}
+        self.arch = self.meta["general.architecture"]
+        self._tensors = {hf_tensor_name(t.name, self.arch): t for t in self._reader.tensors}
         self.hf_config = gguf_hf_config(self.meta, set(self._tensors))
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
+        if self.meta.get("tokenizer.ggml.model") == "llama":
+            # SentencePiece vocabularies (Gemma): transformers' own GGUF conversion.
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
         return build_gguf_tokenizer(self.meta, self.hf_config["max_position_embeddings"])
 
     def names(self) -> list[str]:
@@ -87,7 +102,9 @@ class GGUFSource:
         w = np.asarray(w, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
         if not w.flags.writeable:  # F32 tensors come back as views of the read-only mmap
             w = w.copy()
-        arch = self.meta["general.architecture"]
+        arch = self.arch
+        if arch in _GEMMA_ARCHS and name.endswith("norm.weight"):
+            w = w - 1.0
         if arch in _PERMUTED_QK_ARCHS and name.endswith(("q_proj.weight", "q_proj.bias")):
             w = unpermute_rotary_rows(w, self.hf_config["num_attention_heads"])
         elif arch in _PERMUTED_QK_ARCHS and name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -113,7 +130,7 @@ def gguf_hf_config(meta: dict[str, Any], hf_names: set[str]) -> dict[str, Any]:
     rope_theta = _f32_to_decimal(key("rope.freq_base", 10000.0))
     rope_scaling = _rope_scaling(key)
     vocab = key("vocab_size") or len(meta["tokenizer.ggml.tokens"])
-    return {
+    config = {
         "architectures": [architecture],
         "model_type": model_type,
         "vocab_size": int(vocab),
@@ -139,6 +156,19 @@ def gguf_hf_config(meta: dict[str, Any], hf_names: set[str]) -> dict[str, Any]:
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
     }
+    if arch in _GEMMA_ARCHS:
+        config.update(
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+            sliding_window=key("attention.sliding_window"),
+            # llama.cpp scales queries by 1/sqrt(head_dim), i.e. query_pre_attn_scalar =
+            # head_dim, for every size but Gemma 3 27B (hidden / heads), which it tells by size.
+            query_pre_attn_scalar=int(head_dim),
+            sliding_window_pattern=6 if arch == "gemma3" else 2,
+            attn_logit_softcapping=key("attn_logit_softcapping"),
+            final_logit_softcapping=key("final_logit_softcapping"))
+        if arch == "gemma3":
+            config["rope_local_base_freq"] = 10000.0   # llama.cpp's too: not in the file
+    return config
 
 
 def _per_model(value: Any, what: str) -> int:

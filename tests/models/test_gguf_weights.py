@@ -106,3 +106,13 @@ def test_tensor_names():
     assert hf_tensor_name("output.weight") == "lm_head.weight"
     with pytest.raises(ValueError, match="Unsupported GGUF tensor"):
         hf_tensor_name("rope_freqs.weight")
+    # Gemma: llama's ffn_norm is Gemma's pre-feedforward norm; two more norms after.
+    assert hf_tensor_name("blk.2.ffn_norm.weight") == "model.layers.2.post_attention_layernorm.weight"
+    assert hf_tensor_name("blk.2.ffn_norm.weight", "gemma3") == \
+        "model.layers.2.pre_feedforward_layernorm.weight"
+    assert hf_tensor_name("blk.2.post_attention_norm.weight", "gemma2") == \
+        "model.layers.2.post_attention_layernorm.weight"
+    assert hf_tensor_name("blk.2.post_ffw_norm.weight", "gemma3") == \
+        "model.layers.2.post_feedforward_layernorm.weight"
+    with pytest.raises(ValueError, match="Unsupported GGUF tensor"):
+        hf_tensor_name("blk.0.post_ffw_norm.weight")
