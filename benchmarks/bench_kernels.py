@@ -25,8 +25,10 @@ from jaxengine.layers.attention import ragged_attention_fn, resolve_backend
 from pallas_kernels.cascade_attention import cascade_attention
 
 
-def _time(fn: Callable, *args, iters: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm up
+def timed(fn: Callable, *args, iters: int = 10, warmup: int = 1) -> float:
+    """Median seconds of `fn(*args)`, each call waited for (the first calls compile)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
     times = []
     for _ in range(iters):
         t = time.perf_counter()
@@ -44,7 +46,7 @@ def copy_bandwidth(nbytes: int, iters: int) -> float:
     """Device-to-device copy (read + write) bytes per second."""
     x = jnp.ones((nbytes // 4,), jnp.float32)
     f = jax.jit(lambda a: a * 1.0000001)  # not elided; one read, one write
-    return 2 * x.nbytes / _time(f, x, iters=iters)
+    return 2 * x.nbytes / timed(f, x, iters=iters)
 
 
 def make_batch(q_lens: list[int], kv_lens: list[int], *, heads: int, kv_heads: int,
@@ -134,7 +136,7 @@ def main() -> None:
                     for b in backends:
                         if b == "reference" and gather * itemsize > args.ref_max_gib * 2**30:
                             continue
-                        timings[b] = _time(_plain(b, scale), *batch, iters=args.iters)
+                        timings[b] = timed(_plain(b, scale), *batch, iters=args.iters)
                     report(name, timings, kv_bytes)
             # Shared prefix: B sequences decoding after one prefix of ctx tokens.
             for B in args.batch:
@@ -151,8 +153,8 @@ def main() -> None:
                     plain = _plain(b, scale)
                     casc = jax.jit(lambda *a, _i=impl: cascade_attention(
                         *a, layer=jnp.int32(0), sm_scale=scale, impl=_i))
-                    timings[b + " plain"] = _time(plain, *batch, iters=args.iters)
-                    timings[b + " cascade"] = _time(casc, *batch, *prefix, iters=args.iters)
+                    timings[b + " plain"] = timed(plain, *batch, iters=args.iters)
+                    timings[b + " cascade"] = timed(casc, *batch, *prefix, iters=args.iters)
                 ref = timings.get("reference plain")
                 for b, t in timings.items():
                     extra = f"{ref / t:.2f}x" if ref and b != "reference plain" else ""

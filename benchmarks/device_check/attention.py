@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.bench_kernels import make_batch
+from benchmarks.bench_kernels import make_batch, timed
 from jaxengine.layers.attention import ragged_attention_fn, resolve_backend
 
-from .common import Mode, Row, fmt_bytes_s, timed
+from .common import Mode, Row, fmt_bytes_s
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 PREFILL_CHUNK = 256     # 32 on CPU

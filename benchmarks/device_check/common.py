@@ -1,14 +1,9 @@
-"""What the device-check sections share: a result row, timing, sizes by mode."""
+"""What the device-check sections share: a result row and sizes by mode."""
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import jax
 
 
 @dataclass
@@ -35,18 +30,6 @@ class Mode:
     @property
     def cpu(self) -> bool:
         return self.platform == "cpu"
-
-
-def timed(fn: Callable, *args, iters: int = 10, warmup: int = 1) -> float:
-    """Median seconds of `fn(*args)`, each call waited for (the first calls compile)."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def fmt_bytes_s(x: float) -> str:

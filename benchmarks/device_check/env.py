@@ -10,7 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .common import Mode, Row, fmt_bytes_s, timed
+from benchmarks.bench_kernels import timed
+
+from .common import Mode, Row, fmt_bytes_s
 
 
 def _version(module: str) -> str:

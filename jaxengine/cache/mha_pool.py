@@ -55,6 +55,11 @@ class MHAPoolSpec:
     head_dim: int
     dtype: Any
 
+    @classmethod
+    def for_arch(cls, a, dtype) -> MHAPoolSpec:
+        """The pool of a model arch with num_layers, num_kv_heads and head_dim."""
+        return cls(a.num_layers, a.num_kv_heads, a.head_dim, jnp.dtype(dtype))
+
     def bytes_per_token(self) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * \
             jnp.dtype(self.dtype).itemsize

@@ -27,7 +27,13 @@ from jaxengine.layers.linear import linear
 from jaxengine.layers.mlp import gated_mlp
 from jaxengine.layers.norms import rms_norm
 from jaxengine.layers.rope import Rope, apply_rope, rope_frequencies
-from jaxengine.models.params import Param, ParamTable, create_params
+from jaxengine.models.params import (
+    Param,
+    ParamTable,
+    StackedLayers,
+    create_params,
+    projection_params,
+)
 
 SLIDING = "sliding_attention"
 
@@ -111,9 +117,8 @@ class GemmaArch:
 
 def param_table(a: GemmaArch) -> ParamTable:
     """Every parameter of the Gemma family for `a`, with its HF name and tp role."""
-    L, D, F, V = a.num_layers, a.hidden_size, a.intermediate_size, a.vocab_size
-    NH, KH, H = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim, a.head_dim
-    layer, attn, mlp = "model.layers.{i}.", "model.layers.{i}.self_attn.", "model.layers.{i}.mlp."
+    L, D, V, H = a.num_layers, a.hidden_size, a.vocab_size, a.head_dim
+    layer, attn = "model.layers.{i}.", "model.layers.{i}.self_attn."
     # (1 + w) norms: w = 0 is the identity.
     norms = ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
              "post_feedforward_layernorm"]
@@ -121,15 +126,7 @@ def param_table(a: GemmaArch) -> ParamTable:
         Param("embed", (V, D), "model.embed_tokens.weight", role="vocab", axis=0, init="embed"),
         Param("norm", (D,), "model.norm.weight", init="zeros"),
         *[Param(f"layers.{n}", (L, D), f"{layer}{n}.weight", init="zeros") for n in norms],
-        Param("layers.q_proj", (L, D, NH), attn + "q_proj.weight", True, "column",
-              query_heads=True),
-        Param("layers.k_proj", (L, D, KH), attn + "k_proj.weight", True, "kv"),
-        Param("layers.v_proj", (L, D, KH), attn + "v_proj.weight", True, "kv"),
-        Param("layers.o_proj", (L, NH, D), attn + "o_proj.weight", True, "row",
-              query_heads=True),
-        Param("layers.gate_proj", (L, D, F), mlp + "gate_proj.weight", True, "column"),
-        Param("layers.up_proj", (L, D, F), mlp + "up_proj.weight", True, "column"),
-        Param("layers.down_proj", (L, F, D), mlp + "down_proj.weight", True, "row"),
+        *projection_params(a),
     ]
     if a.qk_norm:
         params += [Param("layers.q_norm", (L, H), attn + "q_norm.weight", init="zeros"),
@@ -137,13 +134,6 @@ def param_table(a: GemmaArch) -> ParamTable:
     if not a.tie_word_embeddings:
         params.append(Param("lm_head", (D, V), "lm_head.weight", True, "vocab"))
     return ParamTable(params)
-
-
-class DecoderLayers(nnx.Module):
-    """All L decoder layers; every parameter has a leading layer axis."""
-
-    def __init__(self, table: ParamTable, dtype: jnp.dtype):
-        create_params(self, table, "layers.", dtype)
 
 
 def _layer(a: GemmaArch, sliding: bool, p: dict[str, jax.Array], x: jax.Array,
@@ -184,19 +174,17 @@ class GemmaForCausalLM(nnx.Module):
         self.attention_mesh = mesh
         table = param_table(arch)
         create_params(self, table, "", dtype)
-        self.layers = DecoderLayers(table, dtype)
+        self.layers = StackedLayers(table, dtype)
 
     def kv_pool_spec(self, dtype: jnp.dtype) -> MHAPoolSpec:
-        a = self.arch
-        return MHAPoolSpec(a.num_layers, a.num_kv_heads, a.head_dim, jnp.dtype(dtype))
+        return MHAPoolSpec.for_arch(self.arch, dtype)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, cache: MHAPool,
                  meta: AttentionMetadata) -> tuple[jax.Array, MHAPool]:
         """tokens, positions [T] -> final-normed hidden states [T, D] and the updated cache."""
         a = self.arch
         x = embed(tokens, self.embed[...], scale=a.hidden_size ** 0.5)
-        stacked = {name: var[...] for name, var in vars(self.layers).items()
-                   if isinstance(var, nnx.Param)}
+        stacked = self.layers.arrays()
         P = a.pattern
         blocks = a.num_layers // P
 

@@ -20,7 +20,13 @@ from jaxengine.layers.linear import linear
 from jaxengine.layers.mlp import gated_mlp
 from jaxengine.layers.norms import rms_norm
 from jaxengine.layers.rope import Rope, apply_rope, rope_frequencies
-from jaxengine.models.params import Param, ParamTable, create_params
+from jaxengine.models.params import (
+    Param,
+    ParamTable,
+    StackedLayers,
+    create_params,
+    projection_params,
+)
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,9 @@ class LlamaArch:
 
 def param_table(a: LlamaArch) -> ParamTable:
     """Every parameter of the Llama family for `a`, with its HF name and tp role."""
-    L, D, F, V = a.num_layers, a.hidden_size, a.intermediate_size, a.vocab_size
-    NH, KH, H = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim, a.head_dim
-    attn, mlp = "model.layers.{i}.self_attn.", "model.layers.{i}.mlp."
+    L, D, V, H = a.num_layers, a.hidden_size, a.vocab_size, a.head_dim
+    NH, KH = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
+    attn = "model.layers.{i}.self_attn."
     params = [
         Param("embed", (V, D), "model.embed_tokens.weight", role="vocab", axis=0, init="embed"),
         Param("norm", (D,), "model.norm.weight", init="ones"),
@@ -88,15 +94,7 @@ def param_table(a: LlamaArch) -> ParamTable:
               init="ones"),
         Param("layers.post_attention_norm", (L, D),
               "model.layers.{i}.post_attention_layernorm.weight", init="ones"),
-        Param("layers.q_proj", (L, D, NH), attn + "q_proj.weight", True, "column",
-              query_heads=True),
-        Param("layers.k_proj", (L, D, KH), attn + "k_proj.weight", True, "kv"),
-        Param("layers.v_proj", (L, D, KH), attn + "v_proj.weight", True, "kv"),
-        Param("layers.o_proj", (L, NH, D), attn + "o_proj.weight", True, "row",
-              query_heads=True),
-        Param("layers.gate_proj", (L, D, F), mlp + "gate_proj.weight", True, "column"),
-        Param("layers.up_proj", (L, D, F), mlp + "up_proj.weight", True, "column"),
-        Param("layers.down_proj", (L, F, D), mlp + "down_proj.weight", True, "row"),
+        *projection_params(a),
     ]
     if a.attention_bias:
         params += [
@@ -111,13 +109,6 @@ def param_table(a: LlamaArch) -> ParamTable:
     if not a.tie_word_embeddings:
         params.append(Param("lm_head", (D, V), "lm_head.weight", True, "vocab"))
     return ParamTable(params)
-
-
-class DecoderLayers(nnx.Module):
-    """All L decoder layers; every parameter has a leading layer axis."""
-
-    def __init__(self, table: ParamTable, dtype: jnp.dtype):
-        create_params(self, table, "layers.", dtype)
 
 
 def _layer(a: LlamaArch, p: dict[str, jax.Array], x: jax.Array, cache: MHAPool,
@@ -154,19 +145,17 @@ class LlamaForCausalLM(nnx.Module):
         self.attention_mesh = mesh
         table = param_table(arch)
         create_params(self, table, "", dtype)
-        self.layers = DecoderLayers(table, dtype)
+        self.layers = StackedLayers(table, dtype)
 
     def kv_pool_spec(self, dtype: jnp.dtype) -> MHAPoolSpec:
-        a = self.arch
-        return MHAPoolSpec(a.num_layers, a.num_kv_heads, a.head_dim, jnp.dtype(dtype))
+        return MHAPoolSpec.for_arch(self.arch, dtype)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, cache: MHAPool,
                  meta: AttentionMetadata) -> tuple[jax.Array, MHAPool]:
         """tokens, positions [T] -> final-normed hidden states [T, D] and the updated cache."""
         a = self.arch
         x = embed(tokens, self.embed[...])
-        stacked = {name: var[...] for name, var in vars(self.layers).items()
-                   if isinstance(var, nnx.Param)}
+        stacked = self.layers.arrays()
         rope = a.rope()
 
         def body(carry, xs):

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -79,6 +80,37 @@ class ParamTable:
             if p is not None:
                 return p, int(match.group(2))
         return None
+
+
+def projection_params(a) -> list[Param]:
+    """The attention and gated-MLP matrices of a Llama-shaped decoder `a` (num_layers,
+    hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim), under HF's names."""
+    L, D, F = a.num_layers, a.hidden_size, a.intermediate_size
+    NH, KH = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
+    attn, mlp = "model.layers.{i}.self_attn.", "model.layers.{i}.mlp."
+    return [
+        Param("layers.q_proj", (L, D, NH), attn + "q_proj.weight", True, "column",
+              query_heads=True),
+        Param("layers.k_proj", (L, D, KH), attn + "k_proj.weight", True, "kv"),
+        Param("layers.v_proj", (L, D, KH), attn + "v_proj.weight", True, "kv"),
+        Param("layers.o_proj", (L, NH, D), attn + "o_proj.weight", True, "row",
+              query_heads=True),
+        Param("layers.gate_proj", (L, D, F), mlp + "gate_proj.weight", True, "column"),
+        Param("layers.up_proj", (L, D, F), mlp + "up_proj.weight", True, "column"),
+        Param("layers.down_proj", (L, F, D), mlp + "down_proj.weight", True, "row"),
+    ]
+
+
+class StackedLayers(nnx.Module):
+    """All L decoder layers' parameters (the table's "layers." ones), each with a leading
+    layer axis."""
+
+    def __init__(self, table: ParamTable, dtype: jnp.dtype):
+        create_params(self, table, "layers.", dtype)
+
+    def arrays(self) -> dict[str, jax.Array]:
+        return {name: var[...] for name, var in vars(self).items()
+                if isinstance(var, nnx.Param)}
 
 
 def create_params(owner: nnx.Module, table: ParamTable, prefix: str, dtype: jnp.dtype) -> None:
