@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 30000
 HOST ?= 127.0.0.1
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ serve: model
 
 test: model
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: model
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""Start `python -m jaxengine.serve` on a free loopback port for a benchmark, and stop it."""
+"""Start `python -m jaxengine.serve` (or another OpenAI-compatible server) on a free loopback
+port for a benchmark, and stop it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -28,10 +29,20 @@ class Server:
 
 @contextlib.contextmanager
 def serving(flags: list[str], timeout: float = 1800) -> Iterator[Server]:
+    """`python -m jaxengine.serve FLAGS` on a free port, ready."""
+    with serving_command(lambda port: [sys.executable, "-m", "jaxengine.serve", "--port",
+                                       str(port), "--log-level", "warning", *flags],
+                         timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving_command(command: Callable[[int], list[str]], timeout: float = 1800
+                    ) -> Iterator[Server]:
+    """The server `command(port)` starts, once GET /health answers 200; stopped on exit."""
     port = free_port()
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "jaxengine.serve", "--port", str(port),
-                             "--log-level", "warning", *flags])
+    proc = subprocess.Popen(command(port))
     url = f"http://127.0.0.1:{port}"
     try:
         while True:

@@ -1,6 +1,7 @@
 """Offline generation throughput: jaxengine vs Hugging Face transformers, in one run.
 
-What it measures, on the default model (SmolLM2-135M-Instruct, the engine's GGUF) with the
+What it measures, on the default model (SmolLM2-135M-Instruct, the engine's GGUF) or
+`--model-path` (a name such as qwen2.5-coder-0.5b, a .gguf file or an HF directory), with the
 same chat-templated token ids for both engines, greedy decoding, EOS ignored:
 
 * batched: all prompts in one `generate` call, `--max-new-tokens` each; output tokens/s =
@@ -9,12 +10,12 @@ same chat-templated token ids for both engines, greedy decoding, EOS ignored:
 * single stream: one prompt, `--single-stream-tokens` new tokens; end-to-end tokens/s, and
   decode tokens/s timed from the first streamed token to the last.
 
-HF runs the same GGUF weights dequantized to float32 (`LlamaForCausalLM`) on CPU with
+HF runs the same file (a GGUF through `gguf_file=`, dequantized to float32) on CPU with
 `torch.set_num_threads(2)`, left padding and an attention mask for the batch, and EOS
 stopping switched off (jaxengine's ignore_eos: EOS may be sampled, it just does not stop).
 The first 16 greedy tokens of a few prompts are compared between the two as a check.
 
-Run:  python -m benchmarks.bench_offline [--num-prompts 32] [--max-new-tokens 128]
+Run:  python -m benchmarks.bench_offline [--model-path NAME] [--num-prompts 32] [--max-new-tokens 128]
           [--single-stream-tokens 64] [--skip-hf] [--output results.json]
 """
 
@@ -23,10 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 import jaxengine as je
 
@@ -94,31 +95,23 @@ def bench_jaxengine(llm: je.Engine, ids: list[list[int]], new: int, single_new: 
     return rows, [o["output_ids"] for o in outs]
 
 
-def load_hf_model():
-    """The engine's default checkpoint as a float32 transformers LlamaForCausalLM."""
+def load_hf_model(path: str):
+    """The model file the engine served, as a float32 transformers model."""
     import torch
-    import transformers
+    from transformers import AutoModelForCausalLM
 
-    from jaxengine.models.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(None)
-    config = transformers.LlamaConfig(**checkpoint.hf_config)
-    model = transformers.LlamaForCausalLM(config)
-    state = {name: torch.from_numpy(np.array(a, np.float32)) for name, a in checkpoint.tensors()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise RuntimeError(f"weights do not match: missing {missing}, unexpected {unexpected}")
-    if config.tie_word_embeddings:
-        model.tie_weights()
+    file = Path(path)
+    where = (dict(pretrained_model_name_or_path=str(file.parent), gguf_file=file.name)
+             if file.suffix == ".gguf" else dict(pretrained_model_name_or_path=str(file)))
+    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
     # ignore_eos as jaxengine means it: never stop at EOS, but do not ban it either (as
     # min_new_tokens would), so greedy outputs stay comparable past an EOS.
+    eos = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = None
-    eos = config.eos_token_id
     return model.eval(), eos[0] if isinstance(eos, list) else eos
 
 
-def bench_hf(ids: list[list[int]], new: int, single_new: int, threads: int
+def bench_hf(path: str, ids: list[list[int]], new: int, single_new: int, threads: int
              ) -> tuple[list[dict[str, Any]], list[list[int]]]:
     import torch
     from transformers.generation.streamers import BaseStreamer
@@ -136,7 +129,7 @@ def bench_hf(ids: list[list[int]], new: int, single_new: int, threads: int
             pass
 
     torch.set_num_threads(threads)
-    model, eos = load_hf_model()
+    model, eos = load_hf_model(path)
 
     def generate(batch: list[list[int]], n: int, streamer=None) -> list[list[int]]:
         width = max(map(len, batch))
@@ -181,6 +174,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-path", help="a model name, .gguf file or HF directory "
+                    "(default: the default model)")
     ap.add_argument("--num-prompts", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--single-stream-tokens", type=int, default=64)
@@ -191,8 +186,9 @@ def main() -> None:
 
     env: dict[str, Any] = {"jax": jax.__version__, "jax_devices": str(jax.devices())}
     questions = [PROMPTS[i % len(PROMPTS)] for i in range(args.num_prompts)]
-    llm = je.Engine()
+    llm = je.Engine(model_path=args.model_path)
     try:
+        env["model"] = llm.model_path
         env["engine_device"] = f"{llm.core_info['device']}, {llm.core_info['dtype']}"
         ids = [llm.apply_chat_template([{"role": "user", "content": q}]) for q in questions]
         print(f"{len(ids)} prompts, {min(map(len, ids))}-{max(map(len, ids))} prompt tokens, "
@@ -210,7 +206,7 @@ def main() -> None:
 
         env |= {"torch": torch.__version__, "transformers": transformers.__version__,
                 "torch_threads": args.hf_threads}
-        hf_rows, theirs = bench_hf(ids, args.max_new_tokens, args.single_stream_tokens,
+        hf_rows, theirs = bench_hf(env["model"], ids, args.max_new_tokens, args.single_stream_tokens,
                                    args.hf_threads)
         rows += hf_rows
         by = {(r["engine"], r["mode"]): r["tokens_per_s"] for r in rows}

