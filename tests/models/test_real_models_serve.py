@@ -46,12 +46,11 @@ def served(request: pytest.FixtureRequest, tmp_path) -> Iterator[ServerHandle]:
         _stop(proc)
 
 
-def hf_greedy(name: str, prompts: list[list[int]]) -> list[tuple[str, bool]]:
+def hf_greedy(name: str, tokenizer, prompts: list[list[int]]) -> list[tuple[str, bool]]:
     """(answer text, whether it stopped at an EOS) of HF's greedy generate per prompt."""
     path = known_model_path(name)
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                               dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     eos = hf.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     out = []
@@ -81,7 +80,7 @@ def test_qwen_chat_equals_hf(served: ServerHandle):
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
                                              add_generation_prompt=True, tokenize=True,
                                              return_dict=False) for q in CHAT]
-    want = hf_greedy(name, prompts)
+    want = hf_greedy(name, tokenizer, prompts)
     for answer, ids, (text, stopped) in zip(answers, prompts, want, strict=True):
         choice = answer.choices[0]
         assert answer.usage.prompt_tokens == len(ids)  # the same ChatML rendering
@@ -101,7 +100,7 @@ def test_gemma3_completions_equal_hf(served: ServerHandle):
                                          max_tokens=NEW_TOKENS) for p in TEXT]
     tokenizer = hf_tokenizer(name)
     prompts = [tokenizer(p).input_ids for p in TEXT]
-    want = hf_greedy(name, prompts)
+    want = hf_greedy(name, tokenizer, prompts)
     for answer, ids, (text, stopped) in zip(answers, prompts, want, strict=True):
         assert answer.usage.prompt_tokens == len(ids)  # BOS included, as HF does
         assert answer.choices[0].text == text
