@@ -120,7 +120,12 @@ class Engine:
                 add_generation_prompt=add_generation_prompt)
         except Exception as e:  # template errors are the caller's input problem
             raise ValueError(f"cannot apply the chat template: {e}") from e
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)  # the template holds BOS
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw text prompt's ids, with the special tokens the tokenizer adds (Gemma's BOS),
+        as HF, vLLM and SGLang encode it; chat prompts go through apply_chat_template."""
+        return list(self.tokenizer.encode(text, add_special_tokens=True))
 
     # ---- generation ---------------------------------------------------------------------
     def generate(self, prompt: str | list[str] | None = None,
@@ -220,7 +225,7 @@ class Engine:
             texts = prompt if batched else [prompt]
             if not all(isinstance(t, str) for t in texts):
                 raise ValueError("prompt must be a string or a list of strings")
-            prompts = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+            prompts = [self.encode_prompt(t) for t in texts]
         else:
             batched = bool(input_ids) and isinstance(input_ids[0], list)
             prompts = input_ids if batched else [input_ids]

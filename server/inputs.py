@@ -149,7 +149,7 @@ def completion_prompts(engine: Any, req: CompletionRequest,
     for k, item in enumerate(batch):
         param = "prompt" if len(batch) == 1 else f"prompt[{k}]"
         if isinstance(item, str):
-            ids = list(engine.tokenizer.encode(item, add_special_tokens=False))  # as the engine does
+            ids = engine.encode_prompt(item)
             text = item
         else:
             ids = list(item)

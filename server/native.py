@@ -183,7 +183,7 @@ async def generate(req: GenerateRequest, raw: Request) -> Response:
     if raw.app.state.auto_truncate:
         for job in jobs:
             ids = job.input_ids or await asyncio.to_thread(
-                engine.tokenizer.encode, job.prompt, add_special_tokens=False)
+                engine.encode_prompt, job.prompt)
             fitted = truncated(ids, job.sampling.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
                                engine.context_length)
             if fitted is not ids:  # keep the end, as the OpenAI routes do

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 import torch
@@ -90,8 +91,6 @@ def test_qwen_chat_equals_hf(served: ServerHandle):
     assert any(stopped for _, stopped in want)  # one answer ends at EOS before the limit
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, being fixed: the server's /v1/completions "
-                   "sends Gemma's prompt without its BOS (5 prompt tokens where HF has 6)")
 @pytest.mark.parametrize("served", ["gemma3-270m"], indirect=True)
 def test_gemma3_completions_equal_hf(served: ServerHandle):
     client = openai.OpenAI(base_url=served.url + "/v1", api_key="none")
@@ -105,3 +104,10 @@ def test_gemma3_completions_equal_hf(served: ServerHandle):
         assert answer.usage.prompt_tokens == len(ids)  # BOS included, as HF does
         assert answer.choices[0].text == text
         assert answer.choices[0].finish_reason == ("stop" if stopped else "length")
+    # SGLang's native route encodes text prompts the same way
+    native = httpx.post(served.url + "/generate", timeout=120, json={
+        "text": TEXT, "sampling_params": {"temperature": 0.0, "max_new_tokens": NEW_TOKENS}})
+    native.raise_for_status()
+    for out, ids, (text, _) in zip(native.json(), prompts, want, strict=True):
+        assert out["meta_info"]["prompt_tokens"] == len(ids)
+        assert out["text"] == text
