@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class Engine:
         self.request_listeners: list[Callable[[dict[str, Any]], None]] = []
         # Called once with the reason if the engine-core process dies (from a reader thread).
         self.death_listeners: list[Callable[[str], None]] = []
+        self._mailboxes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._mailboxes_lock = threading.Lock()
         self._client = CoreClient(self.config, on_death=self._core_died)
         self.core_info = self._client.info
         self.context_length: int = self.core_info["context_length"]
@@ -273,10 +276,12 @@ class Engine:
         queue: asyncio.Queue[TokenOutput] = asyncio.Queue()
         request.key = key = f"{request.rid}#{next(self._keys)}"
 
+        mailbox = self._mailbox(loop)
+
         def sink(out: TokenOutput) -> None:
             if out.finish_reason is not None:
                 self._labels.pop(key, None)
-            loop.call_soon_threadsafe(queue.put_nowait, out)
+            mailbox.put(queue, out)
 
         self._labels[key] = request.rid
         try:
@@ -285,6 +290,13 @@ class Engine:
             self._labels.pop(key, None)
             raise
         return queue
+
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        with self._mailboxes_lock:
+            box = self._mailboxes.get(loop)
+            if box is None:
+                box = self._mailboxes[loop] = _Mailbox(loop)
+            return box
 
     async def _complete(self, rid: str, ids: list[int], p: SamplingParams, index: int) -> dict:
         request = RequestState(self, rid, ids, p)
@@ -338,3 +350,27 @@ def _read_template(value: str | None) -> str | None:
         return None
     path = Path(value)
     return path.read_text() if path.is_file() else value
+
+
+class _Mailbox:
+    """Hands outputs from the core reader thread to one event loop with one wake-up per burst:
+    a call_soon_threadsafe per output costs a self-pipe write and a loop pass each, and a step
+    of a large batch brings hundreds of outputs at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, TokenOutput]] = []
+
+    def put(self, queue: asyncio.Queue, out: TokenOutput) -> None:
+        with self._lock:
+            self._items.append((queue, out))
+            if len(self._items) > 1:
+                return  # a flush is already on its way
+        self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, out in items:
+            queue.put_nowait(out)

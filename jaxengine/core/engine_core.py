@@ -68,6 +68,7 @@ class EngineCore:
         self.overlap = not config.scheduler.disable_overlap_schedule
         self._in_flight: tuple | None = None
         self.timer = StepTimer()
+        self._step_start: float | None = None  # of the last step, while steps follow on
         self.counters = CoreCounters()
         self.max_queued = config.server.max_queued_requests
         self.grammar = None if config.structured.grammar_backend == "none" else \
@@ -187,6 +188,8 @@ class EngineCore:
         or of this one. With overlap, the host schedules step N+1 and prepares its inputs
         while the device still runs step N; tokens step N+1 feeds from step N stay on device."""
         t0 = time.perf_counter()
+        if self._step_start is not None:  # back to back: the loop's IPC since is host time too
+            self.timer.record(t0 - self._step_start)
         launched = None
         outputs: list[TokenOutput] = self._admit_compiled() if self._compiling else []
         batch = self.scheduler.schedule()
@@ -207,7 +210,9 @@ class EngineCore:
             self.counters.scheduled([e.req.rid for e in batch.entries])
         done, self._in_flight = (self._in_flight, launched) if self.overlap else (launched, None)
         outputs += self._finish(*done) if done is not None else []
-        self.timer.record(time.perf_counter() - t0)
+        self._step_start = t0 if not self.idle else None
+        if self._step_start is None:
+            self.timer.record(time.perf_counter() - t0)
         return outputs
 
     def _drain(self) -> list[TokenOutput]:

@@ -99,7 +99,9 @@ def compile_counter() -> CompileCounter:
 
 class StepTimer:
     """Per-step host time (everything but waiting for the device) and device wait, over the
-    last steps. With overlap on, the device wait is what host work could not hide."""
+    last steps. With overlap on, the device wait is what host work could not hide. While steps
+    follow one another, a step lasts until the next begins: the loop's messages to and from
+    the client between them are host time the device waits for too."""
 
     def __init__(self, window: int = 256):
         self.total: deque[float] = deque(maxlen=window)

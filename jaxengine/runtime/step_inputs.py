@@ -12,7 +12,7 @@ import numpy as np
 from jaxengine.layers.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
 from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED
-from jaxengine.scheduler.batch import SeqPlan, StepPlan
+from jaxengine.scheduler.batch import StepPlan
 
 
 def _pow2(n: int) -> int:
@@ -97,40 +97,47 @@ def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool
 
 
 def build_step_inputs(plan: StepPlan, buckets: StepBuckets) -> StepInputs:
-    """Host numpy arrays for one step, padded to its buckets (padding writes to page 0)."""
-    seqs, page_size = plan.seqs, buckets.page_size
-    max_pages = max(-(-s.end // page_size) for s in seqs)
-    T, B, Pb = buckets.for_step(plan.num_tokens, max_pages)
+    """Host numpy arrays for one step, padded to its buckets (padding writes to page 0).
+    Vectorized over sequences: the host cost of a step must not grow with Python per
+    request."""
+    page_size, n, num_tokens = buckets.page_size, plan.num_seqs, plan.num_tokens
+    num_pages = np.asarray(plan.num_pages, np.int32)
+    T, B, Pb = buckets.for_step(num_tokens, int(num_pages.max()))
     x = padding_step_inputs(T, B, Pb, max_seqs=buckets.max_seqs, cascade=buckets.cascade)
     m = x.meta
-    sampling = _SamplingArrays(B, buckets.max_seqs)
-    t = 0
-    for i, s in enumerate(seqs):
-        n = len(s.token_ids)
-        pos = np.arange(s.start, s.end)
-        x.tokens[t:t + n] = s.token_ids
-        if s.feed_from >= 0:  # sampled by the step still in flight: read it on device
-            x.tokens[t + n - 1] = 0
-            x.prev_index[t + n - 1] = s.feed_from
-        x.positions[t:t + n] = pos
-        pages = np.asarray(s.pages, np.int32)
-        m.slots[t:t + n] = pages[pos // page_size] * page_size + pos % page_size
-        x.token_slot[t:t + n] = s.slot
-        first, last = s.refed_outputs
-        x.token_is_output[t:t + n] = (pos >= first) & (pos < last)
-        t += n
-        x.logits_indices[i] = t - 1
-        m.kv_lens[i] = s.end
-        m.page_indices[i, :len(pages)] = pages
-        m.cu_q_lens[i + 1] = t
-        sampling.fill(i, s)
-    m.cu_q_lens[len(seqs) + 1:] = t
-    m.num_seqs[0] = len(seqs)
+    lengths = np.asarray(plan.lengths, np.int32)
+    starts = np.asarray(plan.starts, np.int32)
+    ends = np.cumsum(lengths, dtype=np.int32)        # of each sequence's tokens in the step
+    seq = np.repeat(np.arange(n), lengths)            # [num_tokens] its sequence
+    pos = starts[seq] + np.arange(num_tokens, dtype=np.int32) - (ends - lengths)[seq]
+    last, feed = ends - 1, np.asarray(plan.feed_from, np.int32)
+    fed = feed >= 0          # sampled by the step still in flight: read it on device
+    x.tokens[:num_tokens] = plan.tokens
+    x.tokens[last[fed]] = 0
+    x.prev_index[last[fed]] = feed[fed]
+    x.positions[:num_tokens] = pos
+    pages = np.asarray(plan.pages, np.int32)
+    first_page = np.cumsum(num_pages) - num_pages
+    m.slots[:num_tokens] = pages[first_page[seq] + pos // page_size] * page_size + \
+        pos % page_size
+    slots = np.asarray(plan.slots, np.int32)
+    x.token_slot[:num_tokens] = slots[seq]
+    x.token_is_output[:num_tokens] = (pos >= np.asarray(plan.refed_first)[seq]) & \
+        (pos < np.asarray(plan.refed_last)[seq])
+    x.logits_indices[:n] = last
+    m.kv_lens[:n] = starts + lengths
+    page_seq = np.repeat(np.arange(n), num_pages)
+    m.page_indices[page_seq, np.arange(len(pages)) - first_page[page_seq]] = pages
+    m.cu_q_lens[1:n + 1] = ends
+    m.cu_q_lens[n + 1:] = num_tokens
+    m.num_seqs[0] = n
     if m.shared_prefix is not None and plan.shared_prefix is not None:
-        shared, n = plan.shared_prefix, len(plan.shared_prefix.pages)
-        m.shared_prefix.pages[:n] = shared.pages
+        shared, k = plan.shared_prefix, len(plan.shared_prefix.pages)
+        m.shared_prefix.pages[:k] = shared.pages
         m.shared_prefix.length[0] = shared.length
         m.shared_prefix.seq_mask[shared.members] = True
+    sampling = _SamplingArrays(B, buckets.max_seqs)
+    sampling.fill(plan, slots)
     return x._replace(sampling=sampling.arrays())
 
 
@@ -153,27 +160,27 @@ class _SamplingArrays:
         self.bias_values = np.zeros((B, MAX_LOGIT_BIAS), np.float32)
         self.top_logprobs = np.zeros(B, bool)
 
-    def fill(self, i: int, s: SeqPlan) -> None:
-        p = s.sampling.params
-        self.temperature[i] = p.temperature
-        self.top_p[i] = p.top_p
-        self.top_k[i] = min(max(p.top_k, 0), np.iinfo(np.int32).max)  # past V: no top-k
-        self.min_p[i] = p.min_p
-        self.repetition_penalty[i] = p.repetition_penalty
-        self.frequency_penalty[i] = p.frequency_penalty
-        self.presence_penalty[i] = p.presence_penalty
-        self.seed[i] = s.sampling.seed & 0xFFFFFFFF
-        self.sample_index[i] = s.sampling.sample_index
-        self.slot[i] = s.slot
-        self.reset[i] = s.reset
-        self.counts_output[i] = s.samples
-        held = s.sampling.suppressed   # the Engine refuses more than MAX_SUPPRESSED
-        self.suppress_ids[i, :len(held)] = held
-        if p.logit_bias:
-            n = len(p.logit_bias)
-            self.bias_ids[i, :n] = [int(t) for t in p.logit_bias]
-            self.bias_values[i, :n] = list(p.logit_bias.values())
-        self.top_logprobs[i] = p.return_logprob and p.top_logprobs_num > 0
+    def fill(self, plan: StepPlan, slots: np.ndarray) -> None:
+        n, ps = plan.num_seqs, plan.params
+        self.temperature[:n] = [p.temperature for p in ps]
+        self.top_p[:n] = [p.top_p for p in ps]
+        self.top_k[:n] = np.clip([p.top_k for p in ps], 0, np.iinfo(np.int32).max)  # past V: none
+        self.min_p[:n] = [p.min_p for p in ps]
+        self.repetition_penalty[:n] = [p.repetition_penalty for p in ps]
+        self.frequency_penalty[:n] = [p.frequency_penalty for p in ps]
+        self.presence_penalty[:n] = [p.presence_penalty for p in ps]
+        self.seed[:n] = [seed & 0xFFFFFFFF for seed in plan.seeds]
+        self.sample_index[:n] = plan.sample_index
+        self.slot[:n] = slots
+        self.reset[:n] = plan.reset
+        self.counts_output[:n] = plan.samples
+        self.top_logprobs[:n] = [p.return_logprob and p.top_logprobs_num > 0 for p in ps]
+        for i, held in plan.suppressed.items():  # the Engine refuses more than MAX_SUPPRESSED
+            self.suppress_ids[i, :len(held)] = held
+        for i in [i for i, p in enumerate(ps) if p.logit_bias]:
+            bias = ps[i].logit_bias
+            self.bias_ids[i, :len(bias)] = [int(t) for t in bias]
+            self.bias_values[i, :len(bias)] = list(bias.values())
 
     def arrays(self) -> SamplingInputs:
         return SamplingInputs(**{f: getattr(self, f) for f in SamplingInputs._fields})

@@ -32,58 +32,71 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class SeqSampling:
-    params: SamplingParams
-    seed: int
-    sample_index: int              # outputs sampled before this step (keys the draw)
-    suppressed: tuple[int, ...]    # ids held back while min_new_tokens is unmet
-
-
-@dataclass(frozen=True)
-class SeqPlan:
-    """One sequence of a step."""
-
-    token_ids: list[int]   # computed at positions start, start + 1, ...; the last may be a
-                           # PLACEHOLDER, read on device from the previous step's samples
-    start: int
-    pages: list[int]       # the pages of positions [0, start + len(token_ids))
-    slot: int              # the request's row of the penalty state
-    feed_from: int         # for a PLACEHOLDER: its index among the previous step's samples
-    refed_outputs: tuple[int, int]  # positions [a, b) of outputs sampled before this
-                                    # admission (re-fed after preemption): counted again
-    samples: bool          # the last token's logits are sampled
-    reset: bool            # the penalty state starts empty (first step since admission)
-    sampling: SeqSampling
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.token_ids)
-
-
-@dataclass(frozen=True)
 class StepPlan:
-    seqs: list[SeqPlan]
+    """One step's sequences as columns (entry i of each list: the i-th sequence), so that the
+    runtime packs a step of hundreds of sequences with a few vectorized numpy operations."""
+
+    tokens: list[int]       # every sequence's token ids, concatenated; a sequence's tokens are
+                            # computed at positions start, start + 1, ...; its last may be a
+                            # PLACEHOLDER, read on device from the previous step's samples
+    lengths: list[int]      # tokens per sequence
+    starts: list[int]
+    pages: list[int]        # every sequence's pages of positions [0, start + length), concatenated
+    num_pages: list[int]
+    slots: list[int]        # each request's row of the penalty state
+    feed_from: list[int]    # for a PLACEHOLDER: its index among the previous step's samples; -1
+    refed_first: list[int]  # positions [first, last) of outputs sampled before this admission
+    refed_last: list[int]   # (re-fed after preemption): counted again
+    samples: list[bool]     # the last token's logits are sampled
+    reset: list[bool]       # the penalty state starts empty (first step since admission)
+    params: list[SamplingParams]
+    seeds: list[int]
+    sample_index: list[int]  # outputs sampled before this step (keys the draw)
+    suppressed: dict[int, list[int]]  # sequence -> ids held back while min_new_tokens is unmet
     shared_prefix: SharedPrefixPlan | None = None
 
     @property
+    def num_seqs(self) -> int:
+        return len(self.lengths)
+
+    @property
     def num_tokens(self) -> int:
-        return sum(len(s.token_ids) for s in self.seqs)
+        return len(self.tokens)
 
 
 def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
     """The plan of a scheduled batch, read before `commit` (the PLACEHOLDERs it holds are
-    those of the step in flight)."""
-    seqs = []
-    for e in batch.entries:
-        req, end = e.req, e.start + e.length
-        ids = req.all_ids[e.start:end]
-        prompt, p = len(req.prompt_ids), req.params
-        held = suppressed_ids(p, eos_ids) if len(req.output_ids) < p.min_new_tokens else []
-        seqs.append(SeqPlan(
-            token_ids=ids, start=e.start, pages=req.pages[:-(-end // page_size)],
-            slot=req.slot, feed_from=req.future_index if ids[-1] == PLACEHOLDER else -1,
-            refed_outputs=(prompt, prompt + req.outputs_at_admission),
-            samples=e.samples, reset=e.reset,
-            sampling=SeqSampling(p, req.seed, len(req.output_ids), tuple(held))))
+    those of the step in flight). Per sequence only list appends: this runs every step for
+    every running request."""
+    tokens, lengths, starts, pages, num_pages, slots, feed_from = [], [], [], [], [], [], []
+    refed_first, refed_last, samples, reset, params, seeds, sample_index = \
+        [], [], [], [], [], [], []
+    suppressed: dict[int, list[int]] = {}
+    for i, e in enumerate(batch.entries):
+        req, start, end = e.req, e.start, e.start + e.length
+        prompt, outputs = req.prompt_ids, req.output_ids
+        n_prompt, n_out, p = len(prompt), len(outputs), req.params
+        if start >= n_prompt:  # never concatenate the whole context for a decode
+            ids = outputs[start - n_prompt:end - n_prompt]
+        else:
+            ids = prompt[start:end] + outputs[:max(end - n_prompt, 0)]
+        tokens += ids
+        lengths.append(e.length)
+        starts.append(start)
+        n_pages = -(-end // page_size)
+        pages += req.pages[:n_pages]
+        num_pages.append(n_pages)
+        slots.append(req.slot)
+        feed_from.append(req.future_index if ids[-1] == PLACEHOLDER else -1)
+        refed_first.append(n_prompt)
+        refed_last.append(n_prompt + req.outputs_at_admission)
+        samples.append(e.samples)
+        reset.append(e.reset)
+        params.append(p)
+        seeds.append(req.seed)
+        sample_index.append(n_out)
+        if n_out < p.min_new_tokens:
+            suppressed[i] = suppressed_ids(p, eos_ids)
     prefix = shared_prefix(batch.entries, page_size) if cascade else None
-    return StepPlan(seqs, prefix)
+    return StepPlan(tokens, lengths, starts, pages, num_pages, slots, feed_from, refed_first,
+                    refed_last, samples, reset, params, seeds, sample_index, suppressed, prefix)

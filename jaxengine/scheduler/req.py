@@ -16,7 +16,7 @@ class FinishReason(Enum):
     ABORT = "abort"
 
 
-@dataclass
+@dataclass(eq=False)  # identity: `req in running` must not compare token lists
 class Req:
     rid: str
     prompt_ids: list[int]

@@ -132,14 +132,14 @@ class Scheduler:
         decodes = [r for r in self.running if not r.in_prefill and not self._length_done(r)]
         ready = []
         for req in sorted(decodes, key=lambda r: r.arrival_time):
-            if req.finished or req not in self.running:
+            if req.finished or req.slot < 0:  # a slot: still running (not preempted)
                 continue
             while not self._grow(req, req.num_computed + 1):
                 victim = max(self.running, key=lambda r: r.arrival_time)
                 self._preempt(victim)
                 if victim is req:
                     break
-            if req in self.running:
+            if req.slot >= 0:
                 ready.append(req)
         return ready
 

@@ -93,10 +93,9 @@ def test_the_plan_carries_what_the_step_feeds_and_suppresses():
               output_ids=[11, 12, -1], pages=[2, 5], num_computed=5, slot=2,
               outputs_at_admission=1, future_index=6)
     plan = plan_step(Batch([BatchEntry(req, 5, 1, True, False)]), [0], 4, cascade=False)
-    (seq,) = plan.seqs
-    assert seq.token_ids == [-1] and seq.feed_from == 6 and seq.pages == [2, 5]
-    assert seq.sampling.suppressed == (0, 3, 9) and seq.sampling.sample_index == 3
-    assert seq.refed_outputs == (3, 4)
+    assert plan.tokens == [-1] and plan.feed_from == [6] and plan.pages == [2, 5]
+    assert plan.suppressed == {0: [0, 3, 9]} and plan.sample_index == [3]
+    assert (plan.refed_first, plan.refed_last) == ([3], [4])
     x = build_step_inputs(plan, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8))
     assert x.tokens.tolist() == [0] and x.prev_index.tolist() == [6]
     assert np.asarray(x.sampling.suppress_ids)[0, :4].tolist() == [0, 3, 9, 2**31 - 1]
