@@ -225,39 +225,42 @@ class EngineCore:
         t0 = time.perf_counter()
         tokens, logprobs = np.asarray(tokens)[:n].tolist(), np.asarray(logprobs)[:n].tolist()
         # The alternatives cross to the host only for steps where someone asked for them.
-        tops: list = [None] * n
+        tops: list | None = None
         if any(_top_num(e.req) for e in batch.entries):
             tops = list(zip(np.asarray(top.ids)[:n].tolist(), np.asarray(top.values)[:n].tolist()))
         self.timer.record_wait(time.perf_counter() - t0)
-        lp = {id(e.req): (p, e.out_index, t) for e, p, t in zip(batch.entries, logprobs, tops)}
-        outputs = []
+        entries = batch.entries
         touched = self.scheduler.process(batch, tokens)
-        for req in touched:
+        for i in touched:
+            req = entries[i].req
             if req.grammar is not None and req.params.jump_forward and not req.finished:
                 self.scheduler.jump_forward(req, req.grammar.jump_forward())
-        for req in touched:
-            logprob, index, top_row = lp[id(req)]
-            reason = req.finish_reason.value if req.finish_reason else None
+        # Per request only what differs: this runs for every running request every step.
+        outputs, generated, counters = [], 0, self.counters
+        for i in touched:
+            entry = entries[i]
+            req = entry.req
             # The sampled token, then any forced ones (probability 1 under the grammar).
-            new_ids = req.output_ids[index:]
+            new_ids = req.output_ids[entry.out_index:]
             if new_ids and new_ids[-1] == PLACEHOLDER:
-                new_ids = new_ids[:-1]
-            new_logprobs = ([logprob] + [0.0] * len(new_ids))[:len(new_ids)]
+                new_ids.pop()
+            n_new = len(new_ids)
+            new_logprobs = [logprobs[i]] + [0.0] * (n_new - 1) if n_new else []
             new_top = None
-            if top_row is not None and new_ids and (k := _top_num(req)):
-                ids, values = top_row
+            if tops is not None and n_new and (k := _top_num(req)):
+                ids, values = tops[i]
                 new_top = [list(zip(ids[:k], values[:k]))] + _forced_top(req, new_ids[1:])
-            aborted = req.abort_message is not None
-            outputs.append(TokenOutput(req.rid, new_ids, new_logprobs, reason,
-                                       req.matched_stop, len(req.prompt_ids),
-                                       max(req.cached_tokens, 0),
-                                       queue_time=self.counters.take_queue_time(req.rid),
-                                       num_steps=req.num_steps, top_logprobs=new_top,
-                                       abort_status=400 if aborted else None,
-                                       abort_message=req.abort_message))
-            self.counters.generated(len(new_ids))
+            reason = req.finish_reason
+            message = req.abort_message
+            outputs.append(TokenOutput(
+                req.rid, new_ids, new_logprobs, None if reason is None else reason.value,
+                req.matched_stop, len(req.prompt_ids), max(req.cached_tokens, 0),
+                counters.take_queue_time(req.rid), None if message is None else 400, message,
+                req.num_steps, new_top))
+            generated += n_new
             if reason is not None:
-                self.counters.finished(req.rid, aborted=reason == FinishReason.ABORT.value)
+                counters.finished(req.rid, aborted=reason is FinishReason.ABORT)
+        counters.generated(generated)
         return outputs
 
     def stats(self) -> dict[str, Any]:

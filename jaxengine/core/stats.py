@@ -37,7 +37,7 @@ class CoreCounters:
                 self._queue_times[rid] = now - start
 
     def take_queue_time(self, rid: str) -> float | None:
-        return self._queue_times.pop(rid, None)
+        return self._queue_times.pop(rid, None) if self._queue_times else None
 
     def generated(self, num_tokens: int) -> None:
         self.generation_tokens_total += num_tokens

@@ -246,11 +246,11 @@ class Scheduler:
                 self._cache_computed_pages(entry.req)
         self.in_flight.commit(batch)
 
-    def process(self, batch: Batch, sampled: list[int]) -> list[Req]:
+    def process(self, batch: Batch, sampled: list[int]) -> list[int]:
         """Write in the step's sampled tokens and finish requests that are done; returns the
-        requests that got a new token or finished."""
+        indices of the entries whose request got a new token or finished."""
         touched = []
-        for entry, token in zip(batch.entries, sampled):
+        for i, (entry, token) in enumerate(zip(batch.entries, sampled)):
             req = entry.req
             if not entry.samples or req.finished:
                 continue  # a prefill chunk, or aborted while the step ran
@@ -258,7 +258,7 @@ class Scheduler:
             self._check_finished(req, token, entry.out_index + 1)
             if req.finished:
                 self._drop_finished(req)
-            touched.append(req)
+            touched.append(i)
         return touched
 
     def _drop_finished(self, req: Req) -> None:
