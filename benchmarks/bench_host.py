@@ -5,7 +5,8 @@ A random 2-layer Llama (hidden 64, the default model's tokenizer, `--load-format
 the same workload offline (`Engine.generate` of BATCH token-id prompts, ignore_eos) and served
 (`bench_serving` random ids at each --concurrency), with overlap scheduling on and then off,
 all in one run. Prints output tok/s, the engine's own step time, host time per step and device
-wait (from /get_server_info), and the served runs' median ITL and TTFT.
+wait over exactly the run's steps (from /get_server_info before and after), and the served
+runs' median ITL and TTFT.
 
     python -m benchmarks.bench_host                       # batch 256, concurrency 64 and 256
     python -m benchmarks.bench_host --batch 64 --concurrency 64 --no-served   # quick
@@ -25,9 +26,9 @@ import numpy as np
 from benchmarks._server import serving
 from benchmarks.bench_serving import parse_args as serving_args
 from benchmarks.bench_serving import run_benchmark
+from jaxengine.core.stats import step_times_between
 
 CACHE = Path.home() / ".cache" / "jaxengine" / "bench-host"
-STEP_KEYS = ("step_time_ms", "host_time_ms", "device_wait_ms")
 
 
 def tiny_model_dir() -> Path:
@@ -66,12 +67,17 @@ def offline(args: argparse.Namespace, model: Path, overlap: bool) -> dict:
     params = {"max_new_tokens": args.output_len, "ignore_eos": True, "temperature": 0.0}
     with je.Engine(**engine_flags(args, model), disable_overlap_schedule=not overlap,
                    log_level="warning") as engine:
+        before = engine.get_server_info()
         t0 = time.perf_counter()
         outs = engine.generate(input_ids=prompts, sampling_params=params)
         elapsed = time.perf_counter() - t0
-        info = engine.get_server_info()
+        steps = step_times_between(before, engine.get_server_info())
     tokens = sum(len(o["output_ids"]) for o in outs)
-    return {"output_throughput": tokens / elapsed, **{k: info[k] for k in STEP_KEYS}}
+    return {"output_throughput": tokens / elapsed, **steps}
+
+
+def server_info(url: str) -> dict:
+    return httpx.get(url + "/get_server_info", timeout=60).json()
 
 
 def served(args: argparse.Namespace, model: Path, overlap: bool, concurrency: int) -> dict:
@@ -87,11 +93,12 @@ def served(args: argparse.Namespace, model: Path, overlap: bool, concurrency: in
             "--random-output-len", str(args.output_len),
             "--num-prompts", str(max(args.batch, concurrency)),
             "--max-concurrency", str(concurrency), "--seed", str(args.seed),
-            "--tokenizer", str(model)]
+            "--tokenizer", str(model), "--warmup-requests", "0"]  # start-up compiled all
     with serving(flags) as server:
+        before = server_info(server.url)
         m = asyncio.run(run_benchmark(serving_args(["--base-url", server.url, *load])))
-        info = httpx.get(server.url + "/get_server_info", timeout=60).json()
-    return {**m, **{k: info.get(k) for k in STEP_KEYS}}
+        steps = step_times_between(before, server_info(server.url))
+    return {**m, **steps}
 
 
 ROWS = (("output tok/s", "output_throughput"), ("step time (ms)", "step_time_ms"),

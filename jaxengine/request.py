@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class RequestStream:
     """The chunks of one streamed request (`async for chunk in stream`): text deltas, the
-    new output ids, meta_info; the last one has a finish_reason. The request is submitted at
+    new output ids (those of every step not yet read), meta_info; the last one has a
+    finish_reason. The request is submitted at
     the first read; `abort()` stops it if it is still running (idempotent)."""
 
     def __init__(self, engine: Engine, rid: str, ids: list[int], p: SamplingParams,
@@ -43,7 +44,15 @@ class RequestStream:
         except asyncio.CancelledError:
             self.abort()
             raise
-        return self._request.consume(out)
+        chunk = self._request.consume(out)
+        # A reader that fell behind takes what has piled up as one chunk: under load the
+        # stream then costs one write per step it reads, not one per token.
+        while not self._request.finished and not self._queue.empty():
+            more = self._request.consume(self._queue.get_nowait())
+            chunk = {"text": chunk["text"] + more["text"],
+                     "output_ids": chunk["output_ids"] + more["output_ids"],
+                     "meta_info": more["meta_info"]}
+        return chunk
 
     def abort(self) -> None:
         if self._queue is not None and not self._request.finished:

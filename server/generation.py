@@ -193,6 +193,15 @@ class StreamSet:
 
     async def chunks(self) -> AsyncIterator[tuple[Job, dict]]:
         """(job, chunk) pairs in arrival order; each job's last chunk has a finish_reason."""
+        if len(self.jobs) == 1:  # the common case: no pump task and queue hop per chunk
+            try:
+                yield self.jobs[0], self._first[0]
+                if self._first[0]["meta_info"].get("finish_reason") is None:
+                    async for chunk in self._iters[0]:
+                        yield self.jobs[0], chunk
+            finally:
+                self.close()
+            return
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(k: int) -> None:

@@ -107,6 +107,9 @@ class StepTimer:
         self.total: deque[float] = deque(maxlen=window)
         self.wait: deque[float] = deque(maxlen=window)
         self._wait = 0.0
+        # Since start-up, so that a benchmark can average over exactly the steps of its run
+        # (the window mixes in whatever ran before, a warm-up request's small steps).
+        self.num_steps_total, self.step_seconds_total, self.wait_seconds_total = 0, 0.0, 0.0
 
     def record_wait(self, seconds: float) -> None:
         self._wait += seconds
@@ -114,10 +117,26 @@ class StepTimer:
     def record(self, seconds: float) -> None:
         self.total.append(seconds)
         self.wait.append(self._wait)
+        self.num_steps_total += 1
+        self.step_seconds_total += seconds
+        self.wait_seconds_total += self._wait
         self._wait = 0.0
 
     def summary(self) -> dict[str, float]:
         n = max(len(self.total), 1)
         step, wait = sum(self.total) / n, sum(self.wait) / n
         return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
-                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total)}
+                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total),
+                "num_steps_total": self.num_steps_total,
+                "step_seconds_total": self.step_seconds_total,
+                "device_wait_seconds_total": self.wait_seconds_total}
+
+
+def step_times_between(before: dict, after: dict) -> dict[str, float]:
+    """Mean step time, host time and device wait (ms) over the steps between two stats
+    snapshots (/get_server_info or Engine.get_server_info)."""
+    steps = max(after["num_steps_total"] - before["num_steps_total"], 1)
+    step = (after["step_seconds_total"] - before["step_seconds_total"]) / steps
+    wait = (after["device_wait_seconds_total"] - before["device_wait_seconds_total"]) / steps
+    return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
+            "device_wait_ms": wait * 1e3, "num_steps": steps}

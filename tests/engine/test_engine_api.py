@@ -39,6 +39,27 @@ def test_stream_chunks_add_up_to_the_whole_output(default_engine):
     assert chunks[-1]["meta_info"]["finish_reason"] == whole["meta_info"]["finish_reason"]
 
 
+def test_a_reader_that_falls_behind_gets_the_tokens_piled_up_as_one_chunk(default_engine):
+    params = {"temperature": 0.0, "max_new_tokens": 24, "ignore_eos": True,
+              "return_logprob": True}
+    whole = default_engine.generate("Count to five:", params)
+
+    async def slow_reader():
+        stream = await default_engine.async_generate("Count to five:", params, stream=True)
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            await asyncio.sleep(0.5)  # several steps go by before the next read
+        return chunks
+
+    chunks = asyncio.run(slow_reader())
+    assert len(chunks) < 24 and max(len(c["output_ids"]) for c in chunks) > 1
+    assert sum((c["output_ids"] for c in chunks), []) == whole["output_ids"]
+    assert "".join(c["text"] for c in chunks) == whole["text"]
+    logprobs = chunks[-1]["meta_info"]["output_token_logprobs"]
+    assert [t for _, t, _ in logprobs] == whole["output_ids"]
+
+
 def test_n_gives_n_outputs_and_seeds_make_them_differ(default_engine):
     params = {"temperature": 1.0, "max_new_tokens": 8, "n": 3, "seed": 7, "ignore_eos": True}
     outs = default_engine.generate("Tell me a word:", params)
