@@ -104,3 +104,73 @@ def test_the_plan_carries_what_the_step_feeds_and_suppresses():
     prefill = plan_step(Batch([BatchEntry(req, 0, 5, True, True)]), [0], 4, cascade=False)
     y = build_step_inputs(prefill, _buckets(page_size=4, max_seqs=4, max_pages_per_seq=8))
     assert y.token_is_output.tolist()[:5] == [False, False, False, True, False]
+
+
+def _packed_one_by_one(plan, buckets: StepBuckets) -> dict:
+    """What the vectorized packing must equal: each sequence written on its own."""
+    ps, T = buckets.page_size, len(plan.tokens)
+    rows = {"tokens": [], "prev_index": [], "positions": [], "slots": [], "token_slot": [],
+            "token_is_output": [], "logits_indices": [], "kv_lens": [], "pages": []}
+    t, first_page = 0, 0
+    for i, n in enumerate(plan.lengths):
+        start = plan.starts[i]
+        pages = plan.pages[first_page:first_page + plan.num_pages[i]]
+        first_page += plan.num_pages[i]
+        for j in range(n):
+            pos, last = start + j, j == n - 1
+            fed = last and plan.feed_from[i] >= 0
+            rows["tokens"].append(0 if fed else plan.tokens[t + j])
+            rows["prev_index"].append(plan.feed_from[i] if fed else -1)
+            rows["positions"].append(pos)
+            rows["slots"].append(pages[pos // ps] * ps + pos % ps)
+            rows["token_slot"].append(plan.slots[i])
+            rows["token_is_output"].append(plan.refed_first[i] <= pos < plan.refed_last[i])
+        t += n
+        rows["logits_indices"].append(t - 1)
+        rows["kv_lens"].append(start + n)
+        rows["pages"].append(pages)
+    assert t == T
+    return rows
+
+
+def test_vectorized_packing_equals_one_sequence_at_a_time():
+    rng = np.random.default_rng(0)
+    buckets = _buckets(page_size=4, max_seqs=16, max_pages_per_seq=32, max_step_tokens=256,
+                       attention_budget=1 << 20, pages_follow_context=False)
+    for trial in range(20):
+        entries, next_page = [], 1
+        for i in range(int(rng.integers(1, 12))):
+            prompt = rng.integers(1, 500, int(rng.integers(1, 40))).tolist()
+            outputs = rng.integers(1, 500, int(rng.integers(0, 20))).tolist()
+            if outputs and rng.random() < 0.5:
+                outputs[-1] = -1  # the step in flight's sample
+            total = len(prompt) + len(outputs)
+            decode = bool(outputs) and rng.random() < 0.6
+            start = total - 1 if decode else int(rng.integers(0, total))
+            length = total - start if decode else int(rng.integers(1, total - start + 1))
+            n_pages = -(-(start + length) // 4)
+            pages = list(range(next_page, next_page + n_pages))
+            next_page += n_pages
+            req = Req(f"r{trial}-{i}", prompt, SamplingParams(temperature=float(rng.random())),
+                      seed=i, output_ids=outputs, pages=pages, slot=i,
+                      outputs_at_admission=int(rng.integers(0, len(outputs) + 1)),
+                      future_index=int(rng.integers(0, 8)))
+            entries.append(BatchEntry(req, start, length, start + length == total, False))
+        plan = plan_step(Batch(entries), [0], 4, cascade=False)
+        x, want = build_step_inputs(plan, buckets), _packed_one_by_one(plan, buckets)
+        n, T = len(entries), plan.num_tokens
+        assert x.tokens[:T].tolist() == want["tokens"]
+        assert x.prev_index[:T].tolist() == want["prev_index"]
+        assert x.positions[:T].tolist() == want["positions"]
+        assert x.meta.slots[:T].tolist() == want["slots"]
+        assert x.token_slot[:T].tolist() == want["token_slot"]
+        assert x.token_is_output[:T].tolist() == want["token_is_output"]
+        assert x.logits_indices[:n].tolist() == want["logits_indices"]
+        assert x.meta.kv_lens[:n].tolist() == want["kv_lens"]
+        for i, pages in enumerate(want["pages"]):
+            assert x.meta.page_indices[i].tolist() == pages + [0] * (len(x.meta.page_indices[i])
+                                                                     - len(pages))
+        temperature = np.asarray(x.sampling.temperature)[:n]
+        assert np.allclose(temperature, [e.req.params.temperature for e in entries])
+        # padding: the dummy slot, page 0, no sequence
+        assert (x.token_slot[T:] == buckets.max_seqs).all() and not x.meta.slots[T:].any()
