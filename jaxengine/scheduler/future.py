@@ -3,7 +3,7 @@
 Timing, step by step (jaxengine/core/engine_core.py `EngineCore.step`):
   1. schedule N+1 and plan it; a request whose last output is step N's sample holds a
      PLACEHOLDER there, and its plan says where among step N's samples the token is
-     (`SeqPlan.feed_from`): the forward reads it on device, never on the host;
+     (`StepPlan.feed_from`): the forward reads it on device, never on the host;
   2. dispatch N+1 and `commit` it: every entry that samples appends a PLACEHOLDER for its
      token (the request's `future_index` says which entry);
   3. only then read step N's tokens and `resolve` each PLACEHOLDER of N with its token.
