@@ -81,11 +81,8 @@ def server_info(url: str) -> dict:
 
 
 def served(args: argparse.Namespace, model: Path, overlap: bool, concurrency: int) -> dict:
-    f = engine_flags(args, model)
-    flags = ["--model-path", f["model_path"], "--load-format", "dummy", "--dtype", "float32",
-             "--max-running-requests", str(f["max_running_requests"]),
-             "--max-total-tokens", str(f["max_total_tokens"]),
-             "--chunked-prefill-size", str(f["chunked_prefill_size"])]
+    flags = [arg for key, value in engine_flags(args, model).items()
+             for arg in ("--" + key.replace("_", "-"), str(value))]
     if not overlap:
         flags.append("--disable-overlap-schedule")
     load = ["--dataset-name", "random", "--prompt-format", "ids", "--random-range-ratio", "1",

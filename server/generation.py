@@ -195,10 +195,8 @@ class StreamSet:
         """(job, chunk) pairs in arrival order; each job's last chunk has a finish_reason."""
         if len(self.jobs) == 1:  # the common case: no pump task and queue hop per chunk
             try:
-                yield self.jobs[0], self._first[0]
-                if self._first[0]["meta_info"].get("finish_reason") is None:
-                    async for chunk in self._iters[0]:
-                        yield self.jobs[0], chunk
+                async for chunk in self._chunks_of(0):
+                    yield self.jobs[0], chunk
             finally:
                 self.close()
             return
@@ -206,10 +204,8 @@ class StreamSet:
 
         async def pump(k: int) -> None:
             try:
-                await queue.put((k, self._first[k]))
-                if self._first[k]["meta_info"].get("finish_reason") is None:
-                    async for chunk in self._iters[k]:
-                        await queue.put((k, chunk))
+                async for chunk in self._chunks_of(k):
+                    await queue.put((k, chunk))
                 await queue.put((k, None))
             except Exception as e:  # handed to the reader, which reports it to the client
                 await queue.put((k, e))
@@ -229,6 +225,13 @@ class StreamSet:
             for task in pumps:
                 task.cancel()
             self.close()
+
+    async def _chunks_of(self, k: int) -> AsyncIterator[dict]:
+        """Job k's chunks: the first one, read by `start`, then the rest of its stream."""
+        yield self._first[k]
+        if self._first[k]["meta_info"].get("finish_reason") is None:
+            async for chunk in self._iters[k]:
+                yield chunk
 
     def close(self) -> None:
         """Abort every stream that has not finished (idempotent)."""

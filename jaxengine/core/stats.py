@@ -37,7 +37,7 @@ class CoreCounters:
                 self._queue_times[rid] = now - start
 
     def take_queue_time(self, rid: str) -> float | None:
-        return self._queue_times.pop(rid, None) if self._queue_times else None
+        return self._queue_times.pop(rid, None)
 
     def generated(self, num_tokens: int) -> None:
         self.generation_tokens_total += num_tokens
@@ -124,10 +124,8 @@ class StepTimer:
 
     def summary(self) -> dict[str, float]:
         n = max(len(self.total), 1)
-        step, wait = sum(self.total) / n, sum(self.wait) / n
-        return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
-                "device_wait_ms": wait * 1e3, "num_steps_measured": len(self.total),
-                "num_steps_total": self.num_steps_total,
+        return {**_step_times_ms(sum(self.total) / n, sum(self.wait) / n),
+                "num_steps_measured": len(self.total), "num_steps_total": self.num_steps_total,
                 "step_seconds_total": self.step_seconds_total,
                 "device_wait_seconds_total": self.wait_seconds_total}
 
@@ -138,5 +136,9 @@ def step_times_between(before: dict, after: dict) -> dict[str, float]:
     steps = max(after["num_steps_total"] - before["num_steps_total"], 1)
     step = (after["step_seconds_total"] - before["step_seconds_total"]) / steps
     wait = (after["device_wait_seconds_total"] - before["device_wait_seconds_total"]) / steps
+    return {**_step_times_ms(step, wait), "num_steps": steps}
+
+
+def _step_times_ms(step: float, wait: float) -> dict[str, float]:
     return {"step_time_ms": step * 1e3, "host_time_ms": (step - wait) * 1e3,
-            "device_wait_ms": wait * 1e3, "num_steps": steps}
+            "device_wait_ms": wait * 1e3}
