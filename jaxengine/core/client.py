@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jaxengine.config import EngineConfig
-from jaxengine.core.messages import AddRequest, TokenOutput
+from jaxengine.core.messages import AddRequest, TokenOutput, from_rows
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class CoreClient:
                 continue
             if kind != "outputs":
                 continue
-            for out in payload:
+            for out in from_rows(payload):
                 with self._sinks_lock:
                     sink = self._sinks.get(out.rid)
                     if out.finish_reason is not None:

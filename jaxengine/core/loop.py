@@ -10,7 +10,7 @@ from jaxengine.config import EngineConfig
 from jaxengine.core import multihost
 from jaxengine.core.data_parallel import DataParallelCore
 from jaxengine.core.engine_core import EngineCore
-from jaxengine.core.messages import TokenOutput
+from jaxengine.core.messages import TokenOutput, output_rows
 from jaxengine.parallel.mesh import build_meshes
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def run_engine_core(config: EngineConfig, conn) -> None:
             log.error("step failed; aborting its requests:\n%s", traceback.format_exc())
             outputs.extend(_abort_all(core))
         if outputs:
-            conn.send(("outputs", outputs))
+            conn.send(("outputs", output_rows(outputs)))
         elif core.idle:  # only grammars compiling: wait for them or for a message
             conn.poll(0.005)
 

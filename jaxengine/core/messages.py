@@ -1,13 +1,14 @@
 """The wire between the API process and the engine-core process (a socket of pickled tuples).
 
 In: ("add", AddRequest), ("abort", rid), ("call", (call_id, method)), ("shutdown", None).
-Out: ("ready", info), ("outputs", [TokenOutput]), ("reply", (call_id, result)), and
-("error", text) when start-up fails.
+Out: ("ready", info), ("outputs", rows) with a row per TokenOutput (`output_rows`),
+("reply", (call_id, result)), and ("error", text) when start-up fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 
 from jaxengine.sampling_params import SamplingParams
 
@@ -38,3 +39,17 @@ class TokenOutput:
     # Per new token, its most likely alternatives as (token id, logprob), best first; only
     # for requests with return_logprob and top_logprobs_num > 0.
     top_logprobs: list[list[tuple[int, float]]] | None = None
+
+
+# A step's outputs cross as plain tuples: a pickled dataclass carries its field names each
+# time, which at 256 outputs a step took 0.47 ms to write and 0.8 ms to read (0.16 and 0.2
+# as tuples), on both processes' share of the same cores.
+_row = operator.attrgetter(*(f.name for f in fields(TokenOutput)))
+
+
+def output_rows(outputs: list[TokenOutput]) -> list[tuple]:
+    return [_row(out) for out in outputs]
+
+
+def from_rows(rows: list[tuple]) -> list[TokenOutput]:
+    return [TokenOutput(*row) for row in rows]
