@@ -22,6 +22,7 @@ class IncrementalDetokenizer:
         self.emitted = 0        # characters of self.text already returned
         self._prefix = 0        # window start in ids
         self._read = 0          # ids already turned into self.text
+        self.final = ""         # the answer, once finish() has cut it at its stop
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, **self.kw)
@@ -60,6 +61,9 @@ class IncrementalDetokenizer:
             cut = final.find(matched_stop)
             if cut >= 0:
                 final = final[:cut]
+        # The whole answer. Shorter than what was emitted only after a stop_regex match,
+        # whose start no holdback can see coming: a stream has already shown it.
+        self.final = final
         delta = final[self.emitted:] if len(final) > self.emitted else ""
         self.emitted += len(delta)
         return delta

@@ -79,7 +79,11 @@ class Engine:
                 "tokenizer_path": self.config.model.tokenizer_path or self.model_path,
                 "architecture": self.core_info["architecture"],
                 "context_length": self.context_length, "vocab_size": self.vocab_size,
-                "is_generation": True}
+                "is_generation": True,
+                # SGLang's frontend formats chat roles on the client, with a template it picks
+                # by model path; this is the one matching ours, for RuntimeEndpoint's
+                # chat_template_name (None: no SGLang template matches).
+                "sglang_chat_template": sglang_chat_template(self.chat_template)}
 
     def get_server_info(self) -> dict[str, Any]:
         """The flat config, start-up facts and live counters (queue, cache hit rate, ...)."""
@@ -327,22 +331,28 @@ class Engine:
 def _with_logprob_options(params: list[SamplingParams], return_logprob: bool | None,
                           top_logprobs_num: int | None, logprob_start_len: int | None
                           ) -> list[SamplingParams]:
-    if logprob_start_len is not None and logprob_start_len != -1:
-        # Prompt logprobs need the logits of every prompt position; steps compute only the
-        # last one per sequence.
-        raise ValueError("prompt logprobs are not supported: logprob_start_len must be -1 "
-                         f"(output tokens only), got {logprob_start_len}")
-    if return_logprob is None and top_logprobs_num is None:
+    given = {"return_logprob": return_logprob, "top_logprobs_num": top_logprobs_num,
+             "logprob_start_len": logprob_start_len}
+    changes = {name: value for name, value in given.items() if value is not None}
+    if not changes:
         return params
-    changes: dict[str, Any] = {}
-    if return_logprob is not None:
-        changes["return_logprob"] = return_logprob
-    if top_logprobs_num is not None:
-        changes["top_logprobs_num"] = top_logprobs_num
     out = [dataclasses.replace(p, **changes) for p in params]
     for p in out:
         p.validate()
     return out
+
+
+# Markers of a chat template's format, and SGLang's frontend template (sglang.lang.chat_template)
+# that writes the same turns.
+_SGLANG_TEMPLATES = (("<|start_header_id|>", "llama-3-instruct"), ("<start_of_turn>", "gemma-it"),
+                     ("<|im_start|>", "chatml"))
+
+
+def sglang_chat_template(template: str | None) -> str | None:
+    for marker, name in _SGLANG_TEMPLATES:
+        if template and marker in template:
+            return name
+    return None
 
 
 def _read_template(value: str | None) -> str | None:

@@ -83,6 +83,10 @@ class RequestState:
         # SGLang's shapes: (logprob, token id, text) per output token; text is left None.
         self.token_logprobs: list[tuple[float, int, None]] = []
         self.top_logprobs: list[list[tuple[float, int, None]]] = []
+        # Prompt logprobs, the same shapes (logprob None at position 0), from the first output.
+        self.prompt_ids = ids if p.return_logprob and p.logprob_start_len >= 0 else None
+        self.input_token_logprobs: list[tuple[float | None, int, None]] = []
+        self.input_top_logprobs: list[list[tuple[float, int, None]] | None] = []
 
     @property
     def finished(self) -> bool:
@@ -92,6 +96,8 @@ class RequestState:
         """Fold one TokenOutput in; return the streaming chunk (deltas) it makes."""
         self._time(out)
         self.output_ids.extend(out.new_ids)
+        if out.input_logprobs is not None:
+            self._input_logprobs(out)
         if self.params.return_logprob:
             self.token_logprobs += [(_floor(lp), t, None)
                                     for lp, t in zip(out.logprobs, out.new_ids)]
@@ -113,8 +119,17 @@ class RequestState:
             if out.finish_reason == "abort":
                 self.finish = self._abort_reason(out, stashed)
             self._report()
-        self.text += delta
+        self.text = self.detok.final if self.finished else self.text + delta
         return {"text": delta, "output_ids": list(out.new_ids), "meta_info": self.meta_info()}
+
+    def _input_logprobs(self, out: TokenOutput) -> None:
+        ids = self.prompt_ids[len(self.prompt_ids) - len(out.input_logprobs):]
+        self.input_token_logprobs = [(None if lp is None else _floor(lp), t, None)
+                                     for lp, t in zip(out.input_logprobs, ids)]
+        if out.input_top is not None:
+            self.input_top_logprobs = [None if row is None else
+                                       [(_floor(lp), t, None) for t, lp in row]
+                                       for row in out.input_top]
 
     def _time(self, out: TokenOutput) -> None:
         now = time.perf_counter()
@@ -164,6 +179,10 @@ class RequestState:
             meta["output_token_logprobs"] = list(self.token_logprobs)
             if self.params.top_logprobs_num:
                 meta["output_top_logprobs"] = list(self.top_logprobs)
+            if self.prompt_ids is not None:
+                meta["input_token_logprobs"] = self.input_token_logprobs
+                if self.params.top_logprobs_num:
+                    meta["input_top_logprobs"] = self.input_top_logprobs
         return meta
 
     def result(self) -> dict[str, Any]:

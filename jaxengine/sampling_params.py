@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ MAX_SUPPRESSED = 64
 # Token counts beyond this are nonsense (and would overflow the device's int32 counters); seeds
 # are 64-bit, as OpenAI's.
 MAX_TOKENS = 2**31 - 1
+# A stop_regex is searched in the decoded text of this many last output tokens.
+STOP_REGEX_WINDOW = 64
 INT64 = 2**63
 
 
@@ -32,6 +35,9 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
+    # Stop when the output's tail (the last STOP_REGEX_WINDOW tokens) matches one of these
+    # regexes; the text is cut at the match, as at a stop string.
+    stop_regex: str | list[str] | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
@@ -52,11 +58,23 @@ class SamplingParams:
     # top_logprobs_num most likely alternatives at each position ("output_top_logprobs").
     return_logprob: bool = False
     top_logprobs_num: int = 0
+    # With return_logprob, also each prompt token's logprob from this position on
+    # (meta_info["input_token_logprobs"], and "input_top_logprobs"); -1: output tokens only.
+    # Past the prompt it means its last token, as SGLang clamps it.
+    logprob_start_len: int = -1
     stop_strs: list[str] = field(default_factory=list, init=False, repr=False)
+    stop_regexes: list[re.Pattern] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        stop = self.stop
-        self.stop_strs = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
+        self.stop_strs = _as_list(self.stop)
+        try:  # validate() names a bad one
+            self.stop_regexes = [_compile_stop_regex(r) for r in _as_list(self.stop_regex)]
+        except ValueError:
+            self.stop_regexes = []
+
+    @property
+    def stops_on_text(self) -> bool:
+        return bool(self.stop_strs or self.stop_regexes)
 
     @classmethod
     def from_any(cls, value: SamplingParams | dict[str, Any] | None) -> SamplingParams:
@@ -105,10 +123,13 @@ class SamplingParams:
              <= 1, "cannot be combined with regex or ebnf: give one grammar"),
             ("top_logprobs_num", 0 <= self.top_logprobs_num <= MAX_TOP_LOGPROBS,
              f"must be in [0, {MAX_TOP_LOGPROBS}]"),
+            ("logprob_start_len", -1 <= self.logprob_start_len <= MAX_TOKENS,
+             "must be -1 (output tokens only) or a prompt position >= 0"),
         ]
         for name, ok, why in checks:
             if not ok:
                 raise ValueError(f"{name} {why} (got {getattr(self, name)!r})")
+        self.stop_regexes = [_compile_stop_regex(r) for r in _as_list(self.stop_regex)]
         if self.logit_bias is not None:
             self.logit_bias = _check_logit_bias(self.logit_bias)
 
@@ -173,8 +194,23 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "repetition_penalty": _NUMBER, "ignore_eos": bool, "skip_special_tokens": bool,
     "spaces_between_special_tokens": bool, "no_stop_trim": bool, "n": int, "seed": int,
     "json_schema": str, "regex": str, "ebnf": str, "jump_forward": bool,
-    "return_logprob": bool, "top_logprobs_num": int,
+    "return_logprob": bool, "top_logprobs_num": int, "logprob_start_len": int,
+    "stop_regex": (str, list),
 }
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, list) else []
+
+
+def _compile_stop_regex(pattern: Any) -> re.Pattern:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"stop_regex must be a non-empty regex or a list of them (got "
+                         f"{pattern!r})")
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"stop_regex {pattern!r} is not a valid regex: {e}") from None
 
 
 def suppressed_ids(p: SamplingParams, eos_ids) -> list[int]:

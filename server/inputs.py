@@ -107,11 +107,6 @@ def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
         if req.tools and req.tool_choice != "none":
             raise APIError("tool calling is not supported yet", param="tools")
     if isinstance(req, CompletionRequest):
-        if req.echo and req.logprobs is not None:
-            # They would need the logits of every prompt position; a step computes only the
-            # last one of each sequence.
-            raise APIError("echo with logprobs (prompt logprobs) is not supported; drop echo "
-                           "or logprobs", param="echo")
         if req.suffix:
             raise APIError("suffix is not supported", param="suffix")
         if req.best_of is not None and req.best_of != req.n:

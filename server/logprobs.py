@@ -76,6 +76,11 @@ def reported(meta: dict[str, Any], end: int | None = None
     return tokens[:n], (tops[:n] if tops is not None else None)
 
 
+def prompt_reported(meta: dict[str, Any]) -> tuple[list[tuple], list | None]:
+    """(token entries, top entries or None) of the prompt (echo with logprobs)."""
+    return meta.get("input_token_logprobs") or [], meta.get("input_top_logprobs")
+
+
 def chat_content(strings: TokenStrings, tokens: list[tuple], tops: list[list[tuple]] | None,
                  k: int) -> list[dict[str, Any]]:
     """OpenAI chat `logprobs.content` entries; k top alternatives each."""
@@ -107,6 +112,9 @@ class CompletionLogprobs:
             out["token_logprobs"].append(lp)
             out["text_offset"].append(self.offset)
             self.offset += len(text)
+            if lp is None:  # an echoed prompt's first token: nothing predicts it
+                out["top_logprobs"].append(None)
+                continue
             # OpenAI always includes the chosen token, so up to k + 1 entries.
             alternatives = {self.strings.get(a)[0]: a_lp
                             for a_lp, a, _ in (tops[i][:self.k] if tops else [])}

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from jaxengine.sampling_params import SamplingParams
+from jaxengine.sampling_params import MAX_TOKENS, SamplingParams
 
 from .errors import APIError, sse_error
 from .generation import (
@@ -152,17 +152,20 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
         # A rid names one request (for /abort_request and in meta_info): one per prompt.
         raise APIError(f"rid {repeated[0]!r} is given to more than one prompt of the batch",
                        param="rid")
-    if req.logprob_start_len != -1:
-        # Prompt logprobs need the logits of every prompt position; a step computes only the
-        # last one of each sequence.
-        raise APIError("prompt logprobs are not supported: logprob_start_len must be -1 "
-                       "(output tokens only)", param="logprob_start_len")
+    starts = req.logprob_start_len
+    starts = starts if isinstance(starts, list) else [starts] * len(prompts)
+    if len(starts) != len(prompts):
+        raise APIError("a logprob_start_len list must match the number of prompts",
+                       param="logprob_start_len")
     base = uuid.uuid4().hex
     jobs = []
     for k, (prompt, params, rid) in enumerate(zip(prompts, samplings, rids, strict=True)):
         if req.return_logprob:
+            # SGLang's -1 reports the last prompt token's logprob (a start past the prompt
+            # is clamped to it).
+            start = MAX_TOKENS if starts[k] == -1 else starts[k]
             params = {**params, "return_logprob": True,
-                      "top_logprobs_num": req.top_logprobs_num}
+                      "top_logprobs_num": req.top_logprobs_num, "logprob_start_len": start}
         params = check_sampling(params, vocab_size, openai_names=False)
         if params.get("n", 1) != 1:
             raise APIError("/generate takes n=1; send the prompt n times instead",
@@ -209,10 +212,12 @@ def _logprob_texts(raw: Request, meta: dict[str, Any]) -> None:
     def named(entries: list) -> list:
         return [(lp, t, strings.get(t)[0]) for lp, t, _ in entries]
 
-    if "output_token_logprobs" in meta:
-        meta["output_token_logprobs"] = named(meta["output_token_logprobs"])
-    if "output_top_logprobs" in meta:
-        meta["output_top_logprobs"] = [named(row) for row in meta["output_top_logprobs"]]
+    for key in ("input_token_logprobs", "output_token_logprobs"):
+        if key in meta:
+            meta[key] = named(meta[key])
+    for key in ("input_top_logprobs", "output_top_logprobs"):
+        if key in meta:
+            meta[key] = [None if row is None else named(row) for row in meta[key]]
 
 
 async def _stream(streams: StreamSet, batch: bool, text_request: Request | None

@@ -117,7 +117,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0)  # 0 with echo and logprobs: score the prompt
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -133,7 +133,7 @@ class GenerateRequest(_Request):
     stream: bool = False
     rid: str | list[str] | None = None
     return_logprob: bool = False
-    logprob_start_len: int = -1
+    logprob_start_len: int | list[int] = -1  # per prompt, or one for all
     top_logprobs_num: int = Field(0, ge=0, le=20)
     return_text_in_logprobs: bool = False
 

@@ -17,12 +17,13 @@ from jaxengine.core.messages import AddRequest, TokenOutput
 from jaxengine.core.stats import CoreCounters, StepTimer, compile_counter
 from jaxengine.models.checkpoint import load_checkpoint
 from jaxengine.runtime.model_runner import ModelRunner
-from jaxengine.sampling_params import SamplingParams
+from jaxengine.sampling_params import STOP_REGEX_WINDOW, SamplingParams
 from jaxengine.structured import GrammarBackend, batch_bitmask, needs_bitmask
 
 if TYPE_CHECKING:
     import jax
 
+    from jaxengine.runtime.prompt_logprobs import PromptLogprobs
     from jaxengine.runtime.sampler import TopLogprobs
 from jaxengine.scheduler.batch import Batch
 from jaxengine.scheduler.future import PLACEHOLDER
@@ -194,18 +195,20 @@ class EngineCore:
         outputs: list[TokenOutput] = self._admit_compiled() if self._compiling else []
         batch = self.scheduler.schedule()
         if batch is not None:
-            inputs = self.runner.prepare(self.scheduler.plan(batch))
+            plan = self.scheduler.plan(batch)
+            inputs = self.runner.prepare(plan)
+            spans = plan.logprob_spans
             if needs_bitmask(batch.entries):
                 # The bitmask needs the tokens of the step in flight: take them (advancing the
                 # grammars) while the device runs this step's forward, then sample.
-                logits = self.runner.forward(inputs)
+                logits, prompt = self.runner.forward(inputs)
                 self.scheduler.commit(batch)
                 outputs += self._drain()
                 mask = batch_bitmask(batch.entries, len(inputs.logits_indices),
                                      self.runner.arch.vocab_size)
-                launched = (batch, *self.runner.sample(logits, inputs, mask))
+                launched = (batch, spans, *self.runner.sample(logits, inputs, mask), prompt)
             else:
-                launched = (batch, *self.runner.run(inputs))
+                launched = (batch, spans, *self.runner.run(inputs))
                 self.scheduler.commit(batch)
             self.counters.scheduled([e.req.rid for e in batch.entries])
         done, self._in_flight = (self._in_flight, launched) if self.overlap else (launched, None)
@@ -219,8 +222,9 @@ class EngineCore:
         done, self._in_flight = self._in_flight, None
         return self._finish(*done) if done is not None else []
 
-    def _finish(self, batch: Batch, tokens: jax.Array, logprobs: jax.Array,
-                top: TopLogprobs) -> list[TokenOutput]:
+    def _finish(self, batch: Batch, spans: list[tuple[int, int, int]], tokens: jax.Array,
+                logprobs: jax.Array, top: TopLogprobs, prompt: PromptLogprobs
+                ) -> list[TokenOutput]:
         n = len(batch.entries)
         t0 = time.perf_counter()
         tokens, logprobs = np.asarray(tokens)[:n].tolist(), np.asarray(logprobs)[:n].tolist()
@@ -228,8 +232,10 @@ class EngineCore:
         tops: list | None = None
         if any(_top_num(e.req) for e in batch.entries):
             tops = list(zip(np.asarray(top.ids)[:n].tolist(), np.asarray(top.values)[:n].tolist()))
-        self.timer.record_wait(time.perf_counter() - t0)
         entries = batch.entries
+        if spans:
+            _store_input_logprobs(entries, spans, prompt)
+        self.timer.record_wait(time.perf_counter() - t0)
         touched = self.scheduler.process(batch, tokens)
         for i in touched:
             req = entries[i].req
@@ -257,6 +263,10 @@ class EngineCore:
                 req.matched_stop, len(req.prompt_ids), max(req.cached_tokens, 0),
                 counters.take_queue_time(req.rid), None if message is None else 400, message,
                 req.num_steps, new_top))
+            if req.computes_input_logprobs:  # its prefill is done: they are all in
+                req.input_logprobs_sent = True
+                outputs[-1].input_logprobs, outputs[-1].input_top = \
+                    req.input_logprobs, req.input_top
             generated += n_new
             if reason is not None:
                 counters.finished(req.rid, aborted=reason is FinishReason.ABORT)
@@ -297,14 +307,40 @@ class EngineCore:
         raise ValueError(f"unknown engine-core call {method!r}")
 
     def _matched_stop_text(self, output_ids: list[int], params: SamplingParams) -> str | None:
+        """The stop string, or the text a stop_regex matched, in the output's tail."""
         stops = params.stop_strs
-        window = max(len(s) for s in stops) + 2
+        window = max([len(s) + 2 for s in stops] +
+                     [STOP_REGEX_WINDOW if params.stop_regexes else 0])
         tail = self.tokenizer.decode(output_ids[-window:],
                                      skip_special_tokens=params.skip_special_tokens)
         for stop in stops:
             if stop in tail:
                 return stop
+        for regex in params.stop_regexes:
+            for match in regex.finditer(tail):
+                if match.group():  # an empty match stops nothing
+                    return match.group()
         return None
+
+
+def _store_input_logprobs(entries: list, spans: list[tuple[int, int, int]],
+                          prompt: PromptLogprobs) -> None:
+    """Write a step's prompt logprobs into their requests (row order: span order)."""
+    rows = sum(count for _, _, count in spans)
+    values = np.asarray(prompt.logprobs)[:rows].tolist()
+    wants_top = any(entries[i].req.input_top is not None for i, _, _ in spans)
+    ids = np.asarray(prompt.top_ids)[:rows].tolist() if wants_top else None
+    tops = np.asarray(prompt.top_values)[:rows].tolist() if wants_top else None
+    row = 0
+    for i, first, count in spans:
+        req = entries[i].req
+        at = first - req.input_logprob_start
+        req.input_logprobs[at:at + count] = values[row:row + count]
+        if req.input_top is not None:
+            k = req.params.top_logprobs_num
+            req.input_top[at:at + count] = [list(zip(ids[r][:k], tops[r][:k]))
+                                            for r in range(row, row + count)]
+        row += count
 
 
 def _top_num(req: Req) -> int:

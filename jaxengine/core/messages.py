@@ -39,6 +39,11 @@ class TokenOutput:
     # Per new token, its most likely alternatives as (token id, logprob), best first; only
     # for requests with return_logprob and top_logprobs_num > 0.
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    # Prompt logprobs (logprob_start_len >= 0), with the first output: per prompt position
+    # from the start on, the logprob of its token (None at position 0) and, with
+    # top_logprobs_num > 0, its most likely alternatives.
+    input_logprobs: list[float | None] | None = None
+    input_top: list[list[tuple[int, float]] | None] | None = None
 
 
 # A step's outputs cross as plain tuples: a pickled dataclass carries its field names each

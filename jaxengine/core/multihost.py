@@ -86,7 +86,8 @@ class MirroredRunner:
             conn.send(message)
 
     def run(self, inputs):
-        return self.sample(self.forward(inputs), inputs, None)
+        logits, prompt = self.forward(inputs)
+        return (*self.sample(logits, inputs, None), prompt)
 
     def forward(self, inputs):
         self._send(("forward", self._index, inputs))
@@ -121,7 +122,7 @@ def run_follower(config: EngineConfig) -> None:
             jax.distributed.shutdown()
             return
         if kind == "forward":
-            logits[index] = runners[index].forward(inputs)
+            logits[index] = runners[index].forward(inputs)[0]
         else:
             runners[index].sample(logits.pop(index), inputs, message[3])
 

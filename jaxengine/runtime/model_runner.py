@@ -19,6 +19,7 @@ from jaxengine.config import EngineConfig, compilation_cache_dir
 from jaxengine.layers.attention import resolve_backend
 from jaxengine.models.registry import arch_from_hf_config, load_model
 from jaxengine.parallel import TensorParallel
+from jaxengine.runtime.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from jaxengine.runtime.sampler import PenaltyState, TopLogprobs, record_tokens, sample
 from jaxengine.runtime.step_inputs import (
     StepBuckets,
@@ -178,16 +179,19 @@ class ModelRunner:
     def prepare(self, plan: StepPlan) -> StepInputs:
         return build_step_inputs(plan, self.buckets)
 
-    def run(self, inputs: StepInputs) -> tuple[jax.Array, jax.Array, TopLogprobs]:
+    def run(self, inputs: StepInputs
+            ) -> tuple[jax.Array, jax.Array, TopLogprobs, PromptLogprobs]:
         """Dispatch one step; returns device arrays (tokens [B], logprobs [B], top
-        alternatives) without waiting."""
-        return self.sample(self.forward(inputs), inputs, None)
+        alternatives, prompt logprobs) without waiting."""
+        logits, prompt = self.forward(inputs)
+        return (*self.sample(logits, inputs, None), prompt)
 
-    def forward(self, inputs: StepInputs) -> jax.Array:
-        """Dispatch the model part of a step; its logits [B, V] stay on device for `sample`."""
-        logits, self.cache, self.penalties = self._forward(
+    def forward(self, inputs: StepInputs) -> tuple[jax.Array, PromptLogprobs]:
+        """Dispatch the model part of a step; its logits [B, V] stay on device for `sample`,
+        with the prompt logprobs the step computes."""
+        logits, prompt, self.cache, self.penalties = self._forward(
             self.state, self.cache, self.penalties, self.prev_tokens, inputs)
-        return logits
+        return logits, prompt
 
     def sample(self, logits: jax.Array, inputs: StepInputs, bitmask
                ) -> tuple[jax.Array, jax.Array, TopLogprobs]:
@@ -207,6 +211,8 @@ def _forward(graphdef, state, cache: MHAPool, penalties: PenaltyState, prev_toke
                               inputs.token_is_output)
     hidden, cache = model(fed, inputs.positions, cache, inputs.meta)          # [T, D]
     logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
+    prompt = prompt_logprobs(model.logits, hidden, inputs.logprob_rows, inputs.logprob_targets,
+                             inputs.num_logprob_rows)
     if tp is not None:
         # Pinned so that the pool is donated in place, and so that sampling (its own program,
         # compiled at warm-up for replicated logits) sees the sharding it was compiled for.
@@ -215,7 +221,7 @@ def _forward(graphdef, state, cache: MHAPool, penalties: PenaltyState, prev_toke
         # rather than the [B, V] logits.
         logits = jax.lax.with_sharding_constraint(logits, tp.logits_sharding)
         logits = jax.lax.with_sharding_constraint(logits, tp.replicated)
-    return logits, cache, penalties
+    return logits, prompt, cache, penalties
 
 
 def _sample(logits: jax.Array, penalties: PenaltyState, prev_tokens: jax.Array,

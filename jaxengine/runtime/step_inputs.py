@@ -77,6 +77,11 @@ class StepInputs(NamedTuple):
     logits_indices: jax.Array    # [B] i32 last token of each sequence
     meta: AttentionMetadata
     sampling: SamplingInputs
+    # Prompt logprobs: rows of the step whose logits predict a prompt token, that token, and
+    # how many rows are real (0 in almost every step: the program then skips the work).
+    logprob_rows: jax.Array      # [T] i32
+    logprob_targets: jax.Array   # [T] i32
+    num_logprob_rows: jax.Array  # [1] i32
 
 
 def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool = False
@@ -93,7 +98,9 @@ def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool
                       positions=np.zeros(T, np.int32),
                       token_slot=np.full(T, dummy_slot, np.int32),
                       token_is_output=np.zeros(T, bool), logits_indices=np.zeros(B, np.int32),
-                      meta=meta, sampling=_SamplingArrays(B, dummy_slot).arrays())
+                      meta=meta, sampling=_SamplingArrays(B, dummy_slot).arrays(),
+                      logprob_rows=np.zeros(T, np.int32), logprob_targets=np.zeros(T, np.int32),
+                      num_logprob_rows=np.zeros(1, np.int32))
 
 
 def build_step_inputs(plan: StepPlan, buckets: StepBuckets) -> StepInputs:
@@ -136,6 +143,11 @@ def build_step_inputs(plan: StepPlan, buckets: StepBuckets) -> StepInputs:
         m.shared_prefix.pages[:k] = shared.pages
         m.shared_prefix.length[0] = shared.length
         m.shared_prefix.seq_mask[shared.members] = True
+    if plan.logprob_rows:
+        k = len(plan.logprob_rows)
+        x.logprob_rows[:k] = plan.logprob_rows
+        x.logprob_targets[:k] = plan.logprob_targets
+        x.num_logprob_rows[0] = k
     sampling = _SamplingArrays(B, buckets.max_seqs)
     sampling.fill(plan, slots)
     return x._replace(sampling=sampling.arrays())

@@ -4,7 +4,7 @@ only, so that the runtime never reads a Req (jaxengine/runtime/step_inputs.py pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jaxengine.sampling_params import SamplingParams, suppressed_ids
 from jaxengine.scheduler.cascade import SharedPrefixPlan, shared_prefix
@@ -54,6 +54,11 @@ class StepPlan:
     sample_index: list[int]  # outputs sampled before this step (keys the draw)
     suppressed: dict[int, list[int]]  # sequence -> ids held back while min_new_tokens is unmet
     shared_prefix: SharedPrefixPlan | None = None
+    # Prompt logprobs: the step's token rows whose logits predict a prompt token, that token,
+    # and per sequence asking (sequence, position of its first predicted token, how many).
+    logprob_rows: list[int] = field(default_factory=list)
+    logprob_targets: list[int] = field(default_factory=list)
+    logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def num_seqs(self) -> int:
@@ -72,6 +77,9 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
     refed_first, refed_last, samples, reset, params, seeds, sample_index = \
         [], [], [], [], [], [], []
     suppressed: dict[int, list[int]] = {}
+    rows: list[int] = []
+    targets: list[int] = []
+    spans: list[tuple[int, int, int]] = []
     for i, e in enumerate(batch.entries):
         req, start, end = e.req, e.start, e.start + e.length
         prompt, outputs = req.prompt_ids, req.output_ids
@@ -80,6 +88,14 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
             ids = outputs[start - n_prompt:end - n_prompt]
         else:
             ids = prompt[start:end] + outputs[:max(end - n_prompt, 0)]
+            if req.computes_input_logprobs:
+                # Position q's logits predict prompt token q + 1 (position 0: none).
+                first = max(req.input_logprob_start, 1) - 1
+                lo, hi = max(start, first), min(end, n_prompt - 1)
+                if lo < hi:
+                    rows += range(len(tokens) + lo - start, len(tokens) + hi - start)
+                    targets += prompt[lo + 1:hi + 1]
+                    spans.append((i, lo + 1, hi - lo))
         tokens += ids
         lengths.append(e.length)
         starts.append(start)
@@ -99,4 +115,5 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
             suppressed[i] = suppressed_ids(p, eos_ids)
     prefix = shared_prefix(batch.entries, page_size) if cascade else None
     return StepPlan(tokens, lengths, starts, pages, num_pages, slots, feed_from, refed_first,
-                    refed_last, samples, reset, params, seeds, sample_index, suppressed, prefix)
+                    refed_last, samples, reset, params, seeds, sample_index, suppressed, prefix,
+                    rows, targets, spans)

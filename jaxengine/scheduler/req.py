@@ -38,6 +38,28 @@ class Req:
     future_index: int = -1       # entry of the last dispatched step that samples a PLACEHOLDER
     grammar: Any = None          # structured.GrammarMatcher, fed every real output token
     num_steps: int = 0           # model steps this request took part in
+    # Prompt logprobs (return_logprob with logprob_start_len >= 0): one per prompt position
+    # from `input_logprob_start` on, filled as prefill computes them, sent with the first
+    # output; None for position 0, which nothing predicts.
+    input_logprobs: list[float | None] | None = None
+    input_top: list[list[tuple[int, float]] | None] | None = None
+    input_logprobs_sent: bool = False
+
+    def __post_init__(self) -> None:
+        p = self.params
+        if p.return_logprob and p.logprob_start_len >= 0:
+            n = len(self.prompt_ids) - self.input_logprob_start
+            self.input_logprobs = [None] * n
+            self.input_top = [None] * n if p.top_logprobs_num else None
+
+    @property
+    def input_logprob_start(self) -> int:
+        return min(self.params.logprob_start_len, len(self.prompt_ids) - 1)
+
+    @property
+    def computes_input_logprobs(self) -> bool:
+        """Its prefill still owes prompt logprobs (the logits of prompt positions)."""
+        return self.input_logprobs is not None and not self.input_logprobs_sent
 
     @property
     def uses_penalties(self) -> bool:

@@ -114,12 +114,16 @@ class Scheduler:
     def _reuse_cached_prefix(self, req: Req) -> None:
         """Point the request at the pages of its longest cached prefix and lock them.
 
-        At least one token is left to compute, for the logits to sample from. Requests with
+        At least one token is left to compute, for the logits to sample from, and for prompt
+        logprobs every position from the one before the first reported. Requests with
         penalties skip the cache: their penalty state is built from the tokens they compute.
         """
         if self.cache is None or req.uses_penalties:
             return
-        match = self.cache.match_prefix(req.all_ids[:req.num_tokens - 1])
+        end = req.num_tokens - 1
+        if req.computes_input_logprobs:  # its logits are needed from the position before
+            end = min(end, max(req.input_logprob_start - 1, 0))
+        match = self.cache.match_prefix(req.all_ids[:end])
         self.cache.lock(match.node)
         req.cache_node = match.node
         req.pages = list(match.pages)
@@ -288,6 +292,10 @@ class Scheduler:
         """Decide whether the request ends at its n-th output (`token`). A placeholder after it
         (a step already in flight) is dropped when it does: no token past the stop."""
         p = req.params
+        if p.max_new_tokens == 0:  # prefill only (prompt logprobs): the sample is dropped
+            req.finish_reason = FinishReason.LENGTH
+            del req.output_ids[n - 1:]
+            return
         if req.grammar is not None and not req.grammar.accept(token):
             # A dead end: no token was allowed, and this one is not part of the output. If
             # the backend failed instead (a limit hit), the output breaks the grammar: abort.
@@ -301,7 +309,7 @@ class Scheduler:
         if n >= p.min_new_tokens:
             if token in (p.stop_token_ids or ()) or (not p.ignore_eos and token in self.eos_ids):
                 req.finish_reason, req.matched_stop = FinishReason.STOP, token
-            elif p.stop_strs:
+            elif p.stops_on_text:
                 matched = self.stop_text(req.output_ids[:n], p)
                 if matched is not None:
                     req.finish_reason, req.matched_stop = FinishReason.STOP, matched

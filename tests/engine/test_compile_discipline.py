@@ -47,6 +47,9 @@ def _params(rng: random.Random, room: int) -> SamplingParams:
     if rng.random() < 0.3:  # top alternatives and a logit bias take no program of their own
         kw.update(return_logprob=True, top_logprobs_num=rng.randint(0, 20),
                   logit_bias={rng.randrange(100, 200): rng.choice([-100.0, 5.0])})
+        if rng.random() < 0.5:  # nor do prompt logprobs, some prompts only (prefill only)
+            kw.update(logprob_start_len=rng.choice([0, 7, 90, 1000]))
+            kw["max_new_tokens"] = rng.choice([0, kw["max_new_tokens"]])
     return SamplingParams(**kw)
 
 

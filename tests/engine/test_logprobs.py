@@ -44,7 +44,7 @@ def test_logit_bias_bans_the_greedy_token_and_forces_another(default_engine):
 
 
 def test_bad_logprob_and_bias_options_are_value_errors(default_engine):
-    for kwargs in ({"top_logprobs_num": 21}, {"logprob_start_len": 0}):
+    for kwargs in ({"top_logprobs_num": 21}, {"logprob_start_len": -2}):
         with pytest.raises(ValueError):
             default_engine.generate("hi", {"max_new_tokens": 1}, return_logprob=True, **kwargs)
     for bias in ({"x": 1.0}, {"1": 101.0}, {str(default_engine.vocab_size): 1.0},

@@ -94,3 +94,69 @@ def test_generate_returns_sglang_logprobs(http: httpx.Client) -> None:
     plain = http.post("/generate", json={"text": PROMPT,
                                          "sampling_params": {"max_new_tokens": 1}}).json()
     assert "output_token_logprobs" not in plain["meta_info"]
+
+
+def _prompt_logprobs(http: httpx.Client, text: str) -> list:
+    body = {"text": text, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True,
+            "logprob_start_len": 0, "return_text_in_logprobs": True}
+    response = http.post("/generate", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["meta_info"]["input_token_logprobs"]
+
+
+def test_completions_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI,
+                                                          model_name: str,
+                                                          http: httpx.Client) -> None:
+    """What evaluation harnesses send: echo + logprobs, max_tokens 0 (score) or 1."""
+    want = _prompt_logprobs(http, PROMPT)
+    scored = client.completions.create(model=model_name, prompt=PROMPT, echo=True, logprobs=2,
+                                       max_tokens=0)
+    choice = scored.choices[0]
+    lp = choice.logprobs
+    assert choice.text == PROMPT and scored.usage.completion_tokens == 0
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert "".join(lp.tokens) == PROMPT == "".join(text for _, _, text in want)
+    assert all(abs(a - b[0]) < 1e-5 for a, b in zip(lp.token_logprobs[1:], want[1:]))
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    for chosen, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:]):
+        assert chosen <= max(top.values()) + 1e-6 and 2 <= len(top) <= 3
+    kw = dict(model=model_name, prompt=PROMPT, echo=True, logprobs=1, max_tokens=3,
+              temperature=0)
+    full = client.completions.create(**kw).choices[0]
+    n = len(want)
+    assert full.logprobs.tokens[:n] == lp.tokens and len(full.logprobs.tokens) == n + 3
+    assert full.text == PROMPT + "".join(full.logprobs.tokens[n:])
+    streamed = [c.choices[0] for c in client.completions.create(**kw, stream=True)
+                if c.choices and c.choices[0].logprobs]
+    assert [t for c in streamed for t in c.logprobs.tokens] == full.logprobs.tokens
+    assert [o for c in streamed for o in c.logprobs.text_offset] == full.logprobs.text_offset
+
+
+def test_generate_prompt_logprobs_as_sglang_select_reads_them(http: httpx.Client) -> None:
+    """sgl.select's request: a batch of texts, max_new_tokens 0, text in the logprobs."""
+    prefix = "The capital of France is"
+    body = {"text": [prefix + " Paris", prefix + " a banana"],
+            "sampling_params": {"max_new_tokens": 0, "temperature": 0},
+            "return_logprob": True, "return_text_in_logprobs": True, "logprob_start_len": 3}
+    out = http.post("/generate", json=body).json()
+    assert isinstance(out, list) and len(out) == 2
+    paris, banana = (o["meta_info"]["input_token_logprobs"] for o in out)
+    assert [t for _, _, t in paris][-1] == " Paris" and paris[0] == banana[0]
+    assert all(o["text"] == "" and o["meta_info"]["completion_tokens"] == 0 for o in out)
+    mean = [sum(lp for lp, _, _ in row) / len(row) for row in (paris, banana)]
+    assert mean[0] > mean[1]
+    # SGLang's default -1: the last prompt token only.
+    last = http.post("/generate", json={"text": prefix, "return_logprob": True,
+                                        "sampling_params": {"max_new_tokens": 0}}).json()
+    assert len(last["meta_info"]["input_token_logprobs"]) == 1
+
+
+def test_generate_stop_regex(http: httpx.Client) -> None:
+    body = {"text": "Count: 1, 2, 3,", "sampling_params": {
+        "max_new_tokens": 24, "temperature": 0, "stop_regex": [r"\b6\b"]}}
+    plain = http.post("/generate", json={**body, "sampling_params": {
+        **body["sampling_params"], "stop_regex": []}}).json()
+    out = http.post("/generate", json=body).json()
+    assert "6" in plain["text"], plain["text"]  # the model counts on
+    assert out["text"] == plain["text"][:plain["text"].find("6")]
+    assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": "6"}
