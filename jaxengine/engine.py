@@ -138,15 +138,20 @@ class Engine:
     def generate(self, prompt: str | list[str] | None = None,
                  sampling_params: Any = None, input_ids: Any = None, stream: bool = False,
                  return_logprob: bool | None = None, top_logprobs_num: int | None = None,
-                 logprob_start_len: int | None = None):
+                 logprob_start_len: int | None = None,
+                 token_ids_logprob: list[int] | None = None):
         """Blocking generate: a dict, a list of dicts for batched input, or a chunk iterator.
         With return_logprob, meta_info has "output_token_logprobs" [(logprob, id, None)] and,
         with top_logprobs_num > 0, "output_top_logprobs" (SGLang's keyword arguments, which
-        may also be given in sampling_params)."""
+        may also be given in sampling_params). logprob_start_len >= 0 adds the prompt's
+        "input_token_logprobs" (and "input_top_logprobs") from that position; token_ids_logprob
+        adds those tokens' logprobs at each position ("output_token_ids_logprobs", and
+        "input_token_ids_logprobs" with prompt logprobs)."""
         coro = self.async_generate(prompt, sampling_params, input_ids, stream,
                                    return_logprob=return_logprob,
                                    top_logprobs_num=top_logprobs_num,
-                                   logprob_start_len=logprob_start_len)
+                                   logprob_start_len=logprob_start_len,
+                                   token_ids_logprob=token_ids_logprob)
         result = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         return self._sync_iter(result) if stream else result
 
@@ -166,7 +171,8 @@ class Engine:
                              stream: bool = False, request_id: str | None = None,
                              return_logprob: bool | None = None,
                              top_logprobs_num: int | None = None,
-                             logprob_start_len: int | None = None):
+                             logprob_start_len: int | None = None,
+                             token_ids_logprob: list[int] | None = None):
         """Like generate, on the caller's event loop. Raises ValueError on bad input,
         EngineDeadError once the engine core is gone. Tokenizing and checking a new grammar
         run off the loop. `request_id` is a label (meta_info["id"], what `abort` takes);
@@ -175,9 +181,10 @@ class Engine:
             prompts, batched = await asyncio.to_thread(self._prompts, prompt, input_ids)
         else:
             prompts, batched = self._prompts(prompt, input_ids)
-        params = self._params(sampling_params, len(prompts))
-        params = _with_logprob_options(params, return_logprob, top_logprobs_num,
-                                       logprob_start_len)
+        params = self._params(sampling_params, len(prompts), return_logprob=return_logprob,
+                              top_logprobs_num=top_logprobs_num,
+                              logprob_start_len=logprob_start_len,
+                              token_ids_logprob=token_ids_logprob)
         for grammar in {p.grammar for p in params if p.grammar is not None}:
             if self.grammar is None:
                 raise ValueError(f"{grammar[0]} needs a grammar backend; the server runs "
@@ -251,15 +258,18 @@ class Engine:
             raise ValueError(f"the prompt has {len(ids)} tokens but the context length is "
                              f"{self.context_length}")
 
-    def _params(self, value: Any, count: int) -> list[SamplingParams]:
+    def _params(self, value: Any, count: int, **logprob_options: Any) -> list[SamplingParams]:
+        """One checked SamplingParams per prompt, the keyword logprob options applied."""
         values = value if isinstance(value, list) else [value] * count
         if len(values) != count:
             raise ValueError(f"{len(values)} sampling_params for {count} prompts")
-        params = [SamplingParams.from_any(v) for v in values]
+        params = _with_logprob_options([SamplingParams.from_any(v) for v in values],
+                                       **logprob_options)
         for p in params:
-            if any(t >= self.vocab_size for t in p.stop_token_ids or []):
-                raise ValueError(f"stop_token_ids must be below the vocabulary size "
-                                 f"{self.vocab_size}")
+            for name in ("stop_token_ids", "token_ids_logprob"):
+                if any(t >= self.vocab_size for t in getattr(p, name) or []):
+                    raise ValueError(f"{name} must be below the vocabulary size "
+                                     f"{self.vocab_size}")
             if any(t >= self.vocab_size for t in p.logit_bias or {}):
                 raise ValueError(f"logit_bias keys must be token ids below the vocabulary "
                                  f"size {self.vocab_size}")
@@ -329,10 +339,10 @@ class Engine:
 
 
 def _with_logprob_options(params: list[SamplingParams], return_logprob: bool | None,
-                          top_logprobs_num: int | None, logprob_start_len: int | None
-                          ) -> list[SamplingParams]:
+                          top_logprobs_num: int | None, logprob_start_len: int | None,
+                          token_ids_logprob: list[int] | None) -> list[SamplingParams]:
     given = {"return_logprob": return_logprob, "top_logprobs_num": top_logprobs_num,
-             "logprob_start_len": logprob_start_len}
+             "logprob_start_len": logprob_start_len, "token_ids_logprob": token_ids_logprob}
     changes = {name: value for name, value in given.items() if value is not None}
     if not changes:
         return params

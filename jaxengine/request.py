@@ -87,6 +87,9 @@ class RequestState:
         self.prompt_ids = ids if p.return_logprob and p.logprob_start_len >= 0 else None
         self.input_token_logprobs: list[tuple[float | None, int, None]] = []
         self.input_top_logprobs: list[list[tuple[float, int, None]] | None] = []
+        # token_ids_logprob: per position, (logprob, token id, text) of each token asked.
+        self.ids_logprobs: list[list[tuple[float, int, None]]] = []
+        self.input_ids_logprobs: list[list[tuple[float, int, None]] | None] = []
 
     @property
     def finished(self) -> bool:
@@ -104,6 +107,8 @@ class RequestState:
             if self.params.top_logprobs_num:
                 self.top_logprobs += [[(_floor(lp), t, None) for t, lp in row]
                                       for row in out.top_logprobs or [[]] * len(out.new_ids)]
+            if self.params.token_ids_logprob:
+                self.ids_logprobs += [self._asked(row) for row in out.ids_logprobs or []]
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
         self.model_steps = out.num_steps or self.model_steps
         if out.finish_reason is None:
@@ -130,6 +135,12 @@ class RequestState:
             self.input_top_logprobs = [None if row is None else
                                        [(_floor(lp), t, None) for t, lp in row]
                                        for row in out.input_top]
+        if out.input_ids_logprobs is not None:
+            self.input_ids_logprobs = [None if row is None else self._asked(row)
+                                       for row in out.input_ids_logprobs]
+
+    def _asked(self, values: list[float]) -> list[tuple[float, int, None]]:
+        return [(_floor(lp), t, None) for lp, t in zip(values, self.params.token_ids_logprob)]
 
     def _time(self, out: TokenOutput) -> None:
         now = time.perf_counter()
@@ -179,10 +190,14 @@ class RequestState:
             meta["output_token_logprobs"] = list(self.token_logprobs)
             if self.params.top_logprobs_num:
                 meta["output_top_logprobs"] = list(self.top_logprobs)
+            if self.params.token_ids_logprob:
+                meta["output_token_ids_logprobs"] = list(self.ids_logprobs)
             if self.prompt_ids is not None:
                 meta["input_token_logprobs"] = self.input_token_logprobs
                 if self.params.top_logprobs_num:
                     meta["input_top_logprobs"] = self.input_top_logprobs
+                if self.params.token_ids_logprob:
+                    meta["input_token_ids_logprobs"] = self.input_ids_logprobs
         return meta
 
     def result(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any
 # Most top alternatives a request may ask for per token (OpenAI's limit), and most
 # logit_bias entries: both are fixed widths of the on-device sampling inputs.
 MAX_TOP_LOGPROBS = 20
+# Most token ids a request may ask the logprobs of at every position (token_ids_logprob).
+MAX_TOKEN_IDS_LOGPROB = 32
 MAX_LOGIT_BIAS = 64
 # Most distinct token ids min_new_tokens holds back (stop_token_ids plus the EOS ids).
 MAX_SUPPRESSED = 64
@@ -62,6 +64,9 @@ class SamplingParams:
     # (meta_info["input_token_logprobs"], and "input_top_logprobs"); -1: output tokens only.
     # Past the prompt it means its last token, as SGLang clamps it.
     logprob_start_len: int = -1
+    # With return_logprob, these tokens' logprobs at every reported position (SGLang's
+    # "output_token_ids_logprobs" / "input_token_ids_logprobs").
+    token_ids_logprob: list[int] | None = None
     stop_strs: list[str] = field(default_factory=list, init=False, repr=False)
     stop_regexes: list[re.Pattern] = field(default_factory=list, init=False, repr=False)
 
@@ -125,6 +130,10 @@ class SamplingParams:
              f"must be in [0, {MAX_TOP_LOGPROBS}]"),
             ("logprob_start_len", -1 <= self.logprob_start_len <= MAX_TOKENS,
              "must be -1 (output tokens only) or a prompt position >= 0"),
+            ("token_ids_logprob", all(not isinstance(t, bool) and isinstance(t, int) and t >= 0
+                                      for t in self.token_ids_logprob or [])
+             and len(self.token_ids_logprob or []) <= MAX_TOKEN_IDS_LOGPROB,
+             f"must be a list of at most {MAX_TOKEN_IDS_LOGPROB} token ids"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -195,7 +204,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "spaces_between_special_tokens": bool, "no_stop_trim": bool, "n": int, "seed": int,
     "json_schema": str, "regex": str, "ebnf": str, "jump_forward": bool,
     "return_logprob": bool, "top_logprobs_num": int, "logprob_start_len": int,
-    "stop_regex": (str, list),
+    "stop_regex": (str, list), "token_ids_logprob": list,
 }
 
 

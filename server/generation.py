@@ -76,10 +76,11 @@ def check_sampling(params: dict[str, Any], vocab_size: int,
     params = dict(params)
     if isinstance(params.get("top_k"), int) and params["top_k"] > vocab_size:
         params["top_k"] = vocab_size
-    bad = [t for t in params.get("stop_token_ids") or [] if t >= vocab_size]
-    if bad:
-        raise fail(f"stop_token_ids holds {bad[0]}, past the vocabulary ({vocab_size} tokens)",
-                   "stop_token_ids")
+    for name in ("stop_token_ids", "token_ids_logprob"):
+        bad = [t for t in params.get(name) or [] if t >= vocab_size]
+        if bad:
+            raise fail(f"{name} holds {bad[0]}, past the vocabulary ({vocab_size} tokens)",
+                       name)
     return params
 
 

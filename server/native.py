@@ -166,6 +166,10 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
             start = MAX_TOKENS if starts[k] == -1 else starts[k]
             params = {**params, "return_logprob": True,
                       "top_logprobs_num": req.top_logprobs_num, "logprob_start_len": start}
+            if req.token_ids_logprob is not None:
+                asked = req.token_ids_logprob
+                params["token_ids_logprob"] = asked[k] if asked and isinstance(asked[0], list) \
+                    else asked
         params = check_sampling(params, vocab_size, openai_names=False)
         if params.get("n", 1) != 1:
             raise APIError("/generate takes n=1; send the prompt n times instead",
@@ -215,7 +219,8 @@ def _logprob_texts(raw: Request, meta: dict[str, Any]) -> None:
     for key in ("input_token_logprobs", "output_token_logprobs"):
         if key in meta:
             meta[key] = named(meta[key])
-    for key in ("input_top_logprobs", "output_top_logprobs"):
+    for key in ("input_top_logprobs", "output_top_logprobs", "input_token_ids_logprobs",
+                "output_token_ids_logprobs"):
         if key in meta:
             meta[key] = [None if row is None else named(row) for row in meta[key]]
 

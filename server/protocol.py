@@ -134,6 +134,7 @@ class GenerateRequest(_Request):
     rid: str | list[str] | None = None
     return_logprob: bool = False
     logprob_start_len: int | list[int] = -1  # per prompt, or one for all
+    token_ids_logprob: list[int] | list[list[int]] | None = None  # likewise
     top_logprobs_num: int = Field(0, ge=0, le=20)
     return_text_in_logprobs: bool = False
 

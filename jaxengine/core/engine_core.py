@@ -6,6 +6,7 @@ It speaks token ids only; the messages it exchanges are in jaxengine/core/messag
 from __future__ import annotations
 
 import logging
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -229,10 +230,15 @@ class EngineCore:
         t0 = time.perf_counter()
         tokens, logprobs = np.asarray(tokens)[:n].tolist(), np.asarray(logprobs)[:n].tolist()
         # The alternatives cross to the host only for steps where someone asked for them.
-        tops: list | None = None
-        if any(_top_num(e.req) for e in batch.entries):
-            tops = list(zip(np.asarray(top.ids)[:n].tolist(), np.asarray(top.values)[:n].tolist()))
         entries = batch.entries
+        tops: list | None = None
+        id_values: list | None = None
+        if any(e.req.params.return_logprob for e in entries):
+            if any(_top_num(e.req) for e in entries):
+                tops = list(zip(np.asarray(top.ids)[:n].tolist(),
+                                np.asarray(top.values)[:n].tolist()))
+            if any(_asked_ids(e.req) for e in entries):
+                id_values = np.asarray(top.id_values)[:n].tolist()
         if spans:
             _store_input_logprobs(entries, spans, prompt)
         self.timer.record_wait(time.perf_counter() - t0)
@@ -263,10 +269,14 @@ class EngineCore:
                 req.matched_stop, len(req.prompt_ids), max(req.cached_tokens, 0),
                 counters.take_queue_time(req.rid), None if message is None else 400, message,
                 req.num_steps, new_top))
+            if id_values is not None and n_new and (asked := _asked_ids(req)):
+                outputs[-1].ids_logprobs = [id_values[i][:len(asked)]] + [
+                    [0.0 if t == forced else -math.inf for t in asked] for forced in new_ids[1:]]
             if req.computes_input_logprobs:  # its prefill is done: they are all in
                 req.input_logprobs_sent = True
-                outputs[-1].input_logprobs, outputs[-1].input_top = \
-                    req.input_logprobs, req.input_top
+                out = outputs[-1]
+                out.input_logprobs, out.input_top, out.input_ids_logprobs = \
+                    req.input_logprobs, req.input_top, req.input_ids_logprobs
             generated += n_new
             if reason is not None:
                 counters.finished(req.rid, aborted=reason is FinishReason.ABORT)
@@ -331,6 +341,8 @@ def _store_input_logprobs(entries: list, spans: list[tuple[int, int, int]],
     wants_top = any(entries[i].req.input_top is not None for i, _, _ in spans)
     ids = np.asarray(prompt.top_ids)[:rows].tolist() if wants_top else None
     tops = np.asarray(prompt.top_values)[:rows].tolist() if wants_top else None
+    wants_ids = any(entries[i].req.input_ids_logprobs is not None for i, _, _ in spans)
+    id_values = np.asarray(prompt.id_values)[:rows].tolist() if wants_ids else None
     row = 0
     for i, first, count in spans:
         req = entries[i].req
@@ -340,7 +352,15 @@ def _store_input_logprobs(entries: list, spans: list[tuple[int, int, int]],
             k = req.params.top_logprobs_num
             req.input_top[at:at + count] = [list(zip(ids[r][:k], tops[r][:k]))
                                             for r in range(row, row + count)]
+        if req.input_ids_logprobs is not None:
+            m = len(req.params.token_ids_logprob)
+            req.input_ids_logprobs[at:at + count] = [v[:m] for v in id_values[row:row + count]]
         row += count
+
+
+def _asked_ids(req: Req) -> list[int] | None:
+    p = req.params
+    return p.token_ids_logprob if p.return_logprob else None
 
 
 def _top_num(req: Req) -> int:

@@ -44,6 +44,10 @@ class TokenOutput:
     # top_logprobs_num > 0, its most likely alternatives.
     input_logprobs: list[float | None] | None = None
     input_top: list[list[tuple[int, float]] | None] | None = None
+    # token_ids_logprob: per new token, and per prompt position as above, those tokens'
+    # logprobs in the order asked.
+    ids_logprobs: list[list[float]] | None = None
+    input_ids_logprobs: list[list[float] | None] | None = None
 
 
 # A step's outputs cross as plain tuples: a pickled dataclass carries its field names each

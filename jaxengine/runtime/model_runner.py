@@ -212,6 +212,7 @@ def _forward(graphdef, state, cache: MHAPool, penalties: PenaltyState, prev_toke
     hidden, cache = model(fed, inputs.positions, cache, inputs.meta)          # [T, D]
     logits = model.logits(hidden[inputs.logits_indices])                       # [B, V]
     prompt = prompt_logprobs(model.logits, hidden, inputs.logprob_rows, inputs.logprob_targets,
+                             inputs.logprob_row_seqs, inputs.sampling.logprob_ids,
                              inputs.num_logprob_rows)
     if tp is not None:
         # Pinned so that the pool is donated in place, and so that sampling (its own program,

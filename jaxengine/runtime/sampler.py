@@ -49,7 +49,8 @@ class SamplingInputs(NamedTuple):
     suppress_ids: jax.Array        # [B, E] i32 tokens banned this step (min_new_tokens); V = none
     bias_ids: jax.Array            # [B, W] i32 logit_bias tokens; V or more = none
     bias_values: jax.Array         # [B, W] f32 added to those tokens' logits
-    top_logprobs: jax.Array        # bool, the request wants its top alternatives
+    top_logprobs: jax.Array        # bool, the request wants its top alternatives (or logprob_ids)
+    logprob_ids: jax.Array         # [B, M] i32 tokens whose logprobs the request wants; 0 pads
 
 
 class TopLogprobs(NamedTuple):
@@ -57,6 +58,7 @@ class TopLogprobs(NamedTuple):
 
     ids: jax.Array     # [B, MAX_TOP_LOGPROBS] i32, most likely first
     values: jax.Array  # [B, MAX_TOP_LOGPROBS] f32
+    id_values: jax.Array  # [B, M] f32 the logprobs of SamplingInputs.logprob_ids
 
 
 def record_tokens(state: PenaltyState, sampling: SamplingInputs, token_slot: jax.Array,
@@ -132,13 +134,17 @@ def _top_logprobs(logprobs: jax.Array, s: SamplingInputs) -> TopLogprobs:
     """Zeros unless a row asks: most steps skip the top-k over the vocabulary."""
     B, K = logprobs.shape[0], min(MAX_TOP_LOGPROBS, logprobs.shape[-1])
 
+    M = s.logprob_ids.shape[-1]
+
     def top(x):
         values, ids = jax.lax.top_k(x, K)
-        return TopLogprobs(ids.astype(jnp.int32), values)
+        return TopLogprobs(ids.astype(jnp.int32), values,
+                           jnp.take_along_axis(x, s.logprob_ids, axis=-1))
 
     return jax.lax.cond(jnp.any(s.top_logprobs), top,
                         lambda x: TopLogprobs(jnp.zeros((B, K), jnp.int32),
-                                              jnp.zeros((B, K), jnp.float32)), logprobs)
+                                              jnp.zeros((B, K), jnp.float32),
+                                              jnp.zeros((B, M), jnp.float32)), logprobs)
 
 
 def sample(logits: jax.Array, state: PenaltyState, s: SamplingInputs,

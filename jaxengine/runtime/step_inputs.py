@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxengine.layers.attention import AttentionMetadata, SharedPrefix
 from jaxengine.runtime.sampler import SamplingInputs
-from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED
+from jaxengine.sampling_params import MAX_LOGIT_BIAS, MAX_SUPPRESSED, MAX_TOKEN_IDS_LOGPROB
 from jaxengine.scheduler.batch import StepPlan
 
 
@@ -81,6 +81,7 @@ class StepInputs(NamedTuple):
     # how many rows are real (0 in almost every step: the program then skips the work).
     logprob_rows: jax.Array      # [T] i32
     logprob_targets: jax.Array   # [T] i32
+    logprob_row_seqs: jax.Array  # [T] i32 each row's sequence (its token_ids_logprob)
     num_logprob_rows: jax.Array  # [1] i32
 
 
@@ -100,6 +101,7 @@ def padding_step_inputs(T: int, B: int, Pb: int, *, max_seqs: int, cascade: bool
                       token_is_output=np.zeros(T, bool), logits_indices=np.zeros(B, np.int32),
                       meta=meta, sampling=_SamplingArrays(B, dummy_slot).arrays(),
                       logprob_rows=np.zeros(T, np.int32), logprob_targets=np.zeros(T, np.int32),
+                      logprob_row_seqs=np.zeros(T, np.int32),
                       num_logprob_rows=np.zeros(1, np.int32))
 
 
@@ -147,6 +149,7 @@ def build_step_inputs(plan: StepPlan, buckets: StepBuckets) -> StepInputs:
         k = len(plan.logprob_rows)
         x.logprob_rows[:k] = plan.logprob_rows
         x.logprob_targets[:k] = plan.logprob_targets
+        x.logprob_row_seqs[:k] = plan.logprob_seqs
         x.num_logprob_rows[0] = k
     sampling = _SamplingArrays(B, buckets.max_seqs)
     sampling.fill(plan, slots)
@@ -171,6 +174,7 @@ class _SamplingArrays:
         self.bias_ids = np.full((B, MAX_LOGIT_BIAS), np.iinfo(np.int32).max, np.int32)
         self.bias_values = np.zeros((B, MAX_LOGIT_BIAS), np.float32)
         self.top_logprobs = np.zeros(B, bool)
+        self.logprob_ids = np.zeros((B, MAX_TOKEN_IDS_LOGPROB), np.int32)
 
     def fill(self, plan: StepPlan, slots: np.ndarray) -> None:
         n, ps = plan.num_seqs, plan.params
@@ -186,7 +190,10 @@ class _SamplingArrays:
         self.slot[:n] = slots
         self.reset[:n] = plan.reset
         self.counts_output[:n] = plan.samples
-        self.top_logprobs[:n] = [p.return_logprob and p.top_logprobs_num > 0 for p in ps]
+        self.top_logprobs[:n] = [p.return_logprob and (p.top_logprobs_num > 0 or
+                                                       bool(p.token_ids_logprob)) for p in ps]
+        for i in [i for i, p in enumerate(ps) if p.token_ids_logprob]:
+            self.logprob_ids[i, :len(ps[i].token_ids_logprob)] = ps[i].token_ids_logprob
         for i, held in plan.suppressed.items():  # the Engine refuses more than MAX_SUPPRESSED
             self.suppress_ids[i, :len(held)] = held
         for i in [i for i, p in enumerate(ps) if p.logit_bias]:

@@ -58,6 +58,7 @@ class StepPlan:
     # and per sequence asking (sequence, position of its first predicted token, how many).
     logprob_rows: list[int] = field(default_factory=list)
     logprob_targets: list[int] = field(default_factory=list)
+    logprob_seqs: list[int] = field(default_factory=list)
     logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
@@ -79,6 +80,7 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
     suppressed: dict[int, list[int]] = {}
     rows: list[int] = []
     targets: list[int] = []
+    row_seqs: list[int] = []
     spans: list[tuple[int, int, int]] = []
     for i, e in enumerate(batch.entries):
         req, start, end = e.req, e.start, e.start + e.length
@@ -95,6 +97,7 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
                 if lo < hi:
                     rows += range(len(tokens) + lo - start, len(tokens) + hi - start)
                     targets += prompt[lo + 1:hi + 1]
+                    row_seqs += [i] * (hi - lo)
                     spans.append((i, lo + 1, hi - lo))
         tokens += ids
         lengths.append(e.length)
@@ -116,4 +119,4 @@ def plan_step(batch: Batch, eos_ids, page_size: int, cascade: bool) -> StepPlan:
     prefix = shared_prefix(batch.entries, page_size) if cascade else None
     return StepPlan(tokens, lengths, starts, pages, num_pages, slots, feed_from, refed_first,
                     refed_last, samples, reset, params, seeds, sample_index, suppressed, prefix,
-                    rows, targets, spans)
+                    rows, targets, row_seqs, spans)

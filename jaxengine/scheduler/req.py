@@ -43,6 +43,7 @@ class Req:
     # output; None for position 0, which nothing predicts.
     input_logprobs: list[float | None] | None = None
     input_top: list[list[tuple[int, float]] | None] | None = None
+    input_ids_logprobs: list[list[float] | None] | None = None   # token_ids_logprob
     input_logprobs_sent: bool = False
 
     def __post_init__(self) -> None:
@@ -51,6 +52,7 @@ class Req:
             n = len(self.prompt_ids) - self.input_logprob_start
             self.input_logprobs = [None] * n
             self.input_top = [None] * n if p.top_logprobs_num else None
+            self.input_ids_logprobs = [None] * n if p.token_ids_logprob else None
 
     @property
     def input_logprob_start(self) -> int:

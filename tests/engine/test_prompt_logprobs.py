@@ -125,3 +125,20 @@ def test_stop_regex_cuts_the_output_at_its_first_match(engine):
     assert len(out["output_ids"]) <= 12
     with pytest.raises(ValueError, match="stop_regex"):
         engine.generate(input_ids=PROMPT, sampling_params={"stop_regex": "(unclosed"})
+
+
+def test_token_ids_logprob_at_prompt_and_output_positions(engine, hf_tiny):
+    asked = [5, 1000, PROMPT[3]]
+    out = engine.generate(input_ids=PROMPT, sampling_params={"temperature": 0.0,
+                                                             "max_new_tokens": 3},
+                          return_logprob=True, logprob_start_len=2, token_ids_logprob=asked)
+    want = log_softmax(hf_tiny, PROMPT + out["output_ids"])
+    meta = out["meta_info"]
+    rows = meta["input_token_ids_logprobs"] + meta["output_token_ids_logprobs"]
+    assert len(rows) == len(PROMPT) - 2 + 3
+    for q, row in enumerate(rows, 1):  # position 2's row is predicted at position 1
+        assert [t for _, t, _ in row] == asked
+        np.testing.assert_allclose([lp for lp, _, _ in row], want[q, asked], atol=1e-4)
+    with pytest.raises(ValueError, match="token_ids_logprob"):
+        engine.generate(input_ids=PROMPT, return_logprob=True,
+                        token_ids_logprob=[engine.vocab_size])

@@ -22,7 +22,8 @@ def inputs(B: int, **over) -> SamplingInputs:
                 reset=np.zeros(B, bool), counts_output=np.zeros(B, bool),
                 suppress_ids=np.full((B, 8), np.iinfo(np.int32).max, np.int32),
                 bias_ids=np.full((B, 4), np.iinfo(np.int32).max, np.int32),
-                bias_values=np.zeros((B, 4), np.float32), top_logprobs=np.zeros(B, bool))
+                bias_values=np.zeros((B, 4), np.float32), top_logprobs=np.zeros(B, bool),
+                logprob_ids=np.zeros((B, 4), np.int32))
     base.update({k: np.asarray(v, base[k].dtype) for k, v in over.items()})
     return SamplingInputs(**base)
 

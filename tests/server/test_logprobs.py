@@ -160,3 +160,17 @@ def test_generate_stop_regex(http: httpx.Client) -> None:
     assert "6" in plain["text"], plain["text"]  # the model counts on
     assert out["text"] == plain["text"][:plain["text"].find("6")]
     assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": "6"}
+
+
+def test_generate_token_ids_logprob(http: httpx.Client) -> None:
+    paris = http.post("/v1/tokenize", json={"prompt": " Paris"}).json()["tokens"][0]
+    body = {"text": "The capital of France is", "return_logprob": True,
+            "return_text_in_logprobs": True, "token_ids_logprob": [paris, 28],
+            "logprob_start_len": 4, "sampling_params": {"max_new_tokens": 2, "temperature": 0}}
+    meta = http.post("/generate", json=body).json()["meta_info"]
+    out_rows, in_rows = meta["output_token_ids_logprobs"], meta["input_token_ids_logprobs"]
+    assert len(out_rows) == 2 and len(in_rows) == meta["prompt_tokens"] - 4
+    assert [(t, text) for _, t, text in out_rows[0]] == [(paris, " Paris"), (28, ",")]
+    first_lp, first = meta["output_token_logprobs"][0][:2]
+    assert first == paris  # the greedy answer; its row holds the same logprob
+    assert abs(out_rows[0][0][0] - first_lp) < 1e-5
