@@ -130,6 +130,12 @@ def _jobs(req: GenerateRequest, vocab_size: int) -> tuple[list[Job], bool]:
     """The engine requests of a /generate body, and whether it was a batch."""
     if (req.text is None) == (req.input_ids is None):
         raise APIError("Give exactly one of 'text' and 'input_ids'", param="text")
+    for name, why in (("image_data", "the served models take text only"),
+                      ("lora_path", "LoRA adapters are not supported"),
+                      ("custom_logit_processor", "custom logit processors are not supported"),
+                      ("return_hidden_states", "hidden states are not returned")):
+        if getattr(req, name):
+            raise APIError(f"{name}: {why}", param=name)
     if req.text is not None:
         batch = isinstance(req.text, list)
         prompts: list[Any] = req.text if batch else [req.text]

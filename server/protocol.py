@@ -135,6 +135,11 @@ class GenerateRequest(_Request):
     return_logprob: bool = False
     logprob_start_len: int | list[int] = -1  # per prompt, or one for all
     token_ids_logprob: list[int] | list[list[int]] | None = None  # likewise
+    # SGLang's, refused when set: they would change the answer and are not served here.
+    image_data: Any = None
+    lora_path: Any = None
+    custom_logit_processor: Any = None
+    return_hidden_states: bool = False
     top_logprobs_num: int = Field(0, ge=0, le=20)
     return_text_in_logprobs: bool = False
 
