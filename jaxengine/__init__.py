@@ -15,8 +15,10 @@ from jaxengine.core.client import EngineDeadError
 from jaxengine.engine import Engine
 from jaxengine.request import RequestStream
 from jaxengine.sampling_params import SamplingParams
+from jaxengine.structured.schema import close_objects
 
-__all__ = ["Engine", "EngineDeadError", "RequestStream", "SamplingParams", "generate"]
+__all__ = ["Engine", "EngineDeadError", "RequestStream", "SamplingParams", "close_objects",
+           "generate"]
 
 _cached: Engine | None = None
 _cached_lock = threading.Lock()

@@ -101,6 +101,11 @@ class ParallelConfig:
         None, "HOST:PORT of node 0 for jax.distributed (the next port carries the steps).")
 
 
+# server/tools/formats.py and server/reasoning.py implement these (a test holds them equal).
+TOOL_CALL_PARSERS = ("qwen25", "qwen", "hermes", "llama3", "mistral", "pythonic", "deepseekv3")
+REASONING_PARSERS = ("deepseek-r1", "qwen3")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = _opt("127.0.0.1", "HTTP host.")
@@ -123,6 +128,13 @@ class ServerConfig:
     allow_auto_truncate: bool = _opt(
         False, "Cut prompts longer than the context length to their last tokens instead of "
         "answering HTTP 400.")
+    tool_call_parser: str | None = _opt(
+        None, "The format of the model's tool calls (default: the one its chat template "
+        "writes, else qwen25, which the fallback tool prompt asks for).",
+        choices=TOOL_CALL_PARSERS)
+    reasoning_parser: str | None = _opt(
+        None, "Split a reasoning model's thinking into reasoning_content.",
+        choices=REASONING_PARSERS)
     graceful_shutdown_timeout: float = _opt(
         10.0, "On SIGTERM, seconds that requests in flight may take to finish before they are "
         "aborted (their streams end with an error event and [DONE]).")

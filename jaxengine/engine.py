@@ -115,8 +115,12 @@ class Engine:
         return self._client.call("flush_cache")
 
     def apply_chat_template(self, messages: list[dict[str, Any]],
-                            add_generation_prompt: bool = True) -> list[int]:
-        """Render messages with the chat template and tokenize; ValueError on bad messages."""
+                            add_generation_prompt: bool = True,
+                            tools: list[dict[str, Any]] | None = None,
+                            **template_kwargs: Any) -> list[int]:
+        """Render messages with the chat template and tokenize; ValueError on bad messages.
+        `tools` (OpenAI tool objects) and `template_kwargs` (e.g. enable_thinking=False) are
+        the template's variables."""
         if not messages:
             raise ValueError("messages must not be empty")
         if not self.chat_template:
@@ -124,7 +128,7 @@ class Engine:
         try:
             text = self.tokenizer.apply_chat_template(
                 messages, chat_template=self.chat_template, tokenize=False,
-                add_generation_prompt=add_generation_prompt)
+                add_generation_prompt=add_generation_prompt, tools=tools, **template_kwargs)
         except Exception as e:  # template errors are the caller's input problem
             raise ValueError(f"cannot apply the chat template: {e}") from e
         return self.tokenizer.encode(text, add_special_tokens=False)  # the template holds BOS

@@ -64,12 +64,13 @@ def sse_error(err: APIError) -> str:
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     """("body", "messages", 0, "content") -> "messages[0].content"."""
     parts = [p for p in loc if p != "body"]
-    # Pydantic names union members in the location ("str", "list[...]"); they are noise here.
+    # Pydantic names union members in the location ("str", "list[...]", a model's class
+    # name); they are noise here (field names are snake_case).
     out = ""
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif "[" in p or p in {"str", "int", "list", "dict", "function-after"}:
+        elif "[" in p or p in {"str", "int", "list", "dict", "function-after"} or p[:1].isupper():
             continue
         else:
             out += ("." if out else "") + p

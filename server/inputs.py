@@ -4,15 +4,21 @@ turn a request the engine cannot serve into a clear 400 before it reaches the en
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import APIError
 from .generation import check_batch_size, check_sampling
 from .protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from .reasoning import reasoning_start
+from .tools.grammar import after_reasoning
+from .tools.request import ToolPlan, plan_tools, template_messages
 
 
-def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -> dict[str, Any]:
-    """The SGLang sampling dict for one choice (n is handled by the server, seed per choice)."""
+def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int,
+                    grammar: dict[str, str] | None = None) -> dict[str, Any]:
+    """The SGLang sampling dict for one choice (n is handled by the server, seed per choice);
+    `grammar` replaces the request's own (a chat's tool or reasoning grammar)."""
     params: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "min_new_tokens": req.min_tokens,
@@ -38,7 +44,7 @@ def sampling_params(req: SamplingFields, max_new_tokens: int, vocab_size: int) -
     top = logprobs_wanted(req)
     if top is not None:
         params.update(return_logprob=True, top_logprobs_num=top)
-    params.update(grammar_params(req))
+    params.update(grammar_params(req) if grammar is None else grammar)
     return check_sampling(params, vocab_size)
 
 
@@ -104,8 +110,6 @@ def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
     if isinstance(req, ChatCompletionRequest):
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs set to true", param="top_logprobs")
-        if req.tools and req.tool_choice != "none":
-            raise APIError("tool calling is not supported yet", param="tools")
     if isinstance(req, CompletionRequest):
         if req.suffix:
             raise APIError("suffix is not supported", param="suffix")
@@ -116,15 +120,61 @@ def reject_unsupported(req: SamplingFields, vocab_size: int) -> None:
                        param="stream_options")
 
 
-def chat_input_ids(engine: Any, req: ChatCompletionRequest) -> list[int]:
-    messages = []
-    for msg in req.messages:
-        role = "system" if msg.role == "developer" else msg.role
-        messages.append({"role": role, "content": msg.text()})
+@dataclass
+class ChatPrompt:
+    ids: list[int]
+    plan: ToolPlan | None          # the tools the answer may call
+    reasoning_start: str | None    # with --reasoning-parser: how the answer starts
+    grammar: dict[str, str] | None  # replaces the request's grammar (tools, reasoning)
+
+
+def chat_prompt(engine: Any, req: ChatCompletionRequest, special: dict[str, int]
+                ) -> ChatPrompt:
+    """The rendered prompt, and how the answer will be constrained and split."""
+    flags = engine.config.server
+    template = engine.chat_template
+    plan = plan_tools(req.tools, req.tool_choice, req.parallel_tool_calls,
+                      flags.tool_call_parser, template)
+    messages, tools = template_messages(req.messages, plan, template)
+    kwargs = dict(req.chat_template_kwargs or {})
+    for reserved in ("messages", "tools", "add_generation_prompt", "chat_template"):
+        if reserved in kwargs:
+            raise APIError(f"chat_template_kwargs may not set {reserved!r}",
+                           param="chat_template_kwargs")
     try:
-        return list(engine.apply_chat_template(messages, add_generation_prompt=True))
+        ids = list(engine.apply_chat_template(messages, add_generation_prompt=True,
+                                              tools=tools, **kwargs))
     except ValueError as e:
         raise APIError(f"Cannot apply the chat template: {e}", param="messages") from e
+    start = None
+    if flags.reasoning_parser and req.separate_reasoning:
+        start = reasoning_start(flags.reasoning_parser, engine.tokenizer.decode(ids[-16:]))
+    return ChatPrompt(ids, plan, start, _chat_grammar(engine, req, plan, start, special))
+
+
+def _chat_grammar(engine: Any, req: ChatCompletionRequest, plan: ToolPlan | None,
+                  start: str | None, special: dict[str, int]) -> dict[str, str] | None:
+    """The grammar tools need (every call valid), with a free reasoning part first."""
+    if plan is None:
+        if start is None or not req.response_format:
+            return None
+        own = grammar_params(req)  # structured output after the reasoning part
+        schema = own.get("json_schema")
+        return {"ebnf": after_reasoning(json.loads(schema), start)} if schema else own
+    if engine.config.structured.grammar_backend == "none":
+        if plan.choice != "auto":
+            raise APIError("tool_choice 'required' or a named function needs a grammar "
+                           "backend (this server runs with --grammar-backend none)",
+                           param="tool_choice")
+        return None
+    if req.regex is not None or req.ebnf is not None:
+        raise APIError("regex and ebnf cannot be combined with tools", param="tools")
+    own = grammar_params(req)
+    answer = json.loads(own["json_schema"]) if "json_schema" in own else None
+    try:
+        return {"ebnf": plan.grammar(special, answer, start)}
+    except ValueError as e:
+        raise APIError(str(e), param="tools") from e
 
 
 def completion_prompts(engine: Any, req: CompletionRequest,

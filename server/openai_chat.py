@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from .answer import AnswerSplitter, Parts
 from .errors import APIError, sse_error
 from .generation import (
     SSE_DONE,
@@ -24,7 +25,7 @@ from .generation import (
     sse,
 )
 from .inputs import (
-    chat_input_ids,
+    chat_prompt,
     fit_prompt,
     logprobs_wanted,
     reject_unsupported,
@@ -49,11 +50,12 @@ router = APIRouter()
 async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response:
     engine = raw.app.state.engine
     reject_unsupported(req, raw.app.state.vocab_size)
-    ids = await asyncio.to_thread(chat_input_ids, engine, req)  # long prompts take seconds
+    # Long prompts take seconds to render and tokenize.
+    prompt = await asyncio.to_thread(chat_prompt, engine, req, raw.app.state.special_tokens)
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    ids, budget = fit_prompt(ids, limit, engine.context_length, raw.app.state.auto_truncate,
-                             param="messages")
-    params = sampling_params(req, budget, raw.app.state.vocab_size)
+    ids, budget = fit_prompt(prompt.ids, limit, engine.context_length,
+                             raw.app.state.auto_truncate, param="messages")
+    params = sampling_params(req, budget, raw.app.state.vocab_size, prompt.grammar)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     jobs = make_jobs(rid, [ids], [params], req.n)
     model = req.model or engine.served_model_name
@@ -63,7 +65,8 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
     if req.stream:
         streams = StreamSet(engine, jobs)
         await streams.start(raw)
-        events = _stream(streams, rid, model, req.n, req.include_usage, strings, top or 0)
+        splitters = [AnswerSplitter(prompt.reasoning_start, prompt.plan) for _ in range(req.n)]
+        events = _stream(streams, rid, model, req.include_usage, strings, top or 0, splitters)
         return SSEResponse(events, streams.close)
 
     outputs = await generate_all(engine, jobs, raw)
@@ -75,17 +78,44 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
         if strings is not None:
             logprobs = {"content": chat_content(strings, *reported(meta), top or 0),
                         "refusal": None}
-        choices.append(ChatChoice(index=job.index, message=ChatMessageOut(content=out["text"]),
-                                  logprobs=logprobs, finish_reason=reason,
+        parts = AnswerSplitter(prompt.reasoning_start, prompt.plan).whole(out["text"])
+        message = ChatMessageOut(
+            content=parts.content if parts.content or not parts.calls else None,
+            tool_calls=[c.openai() for c in parts.calls] or None,
+            reasoning_content=parts.reasoning or None)
+        choices.append(ChatChoice(index=job.index, message=message, logprobs=logprobs,
+                                  finish_reason="tool_calls" if parts.calls else reason,
                                   matched_stop=matched))
         usage.add(job, meta)
     body = ChatCompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
 
 
-async def _stream(streams: StreamSet, rid: str, model: str, n: int, include_usage: bool,
-                  strings: TokenStrings | None, top: int) -> AsyncIterator[str]:
+def _delta(parts: Parts) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if parts.reasoning:
+        delta["reasoning_content"] = parts.reasoning
+    if parts.content:
+        delta["content"] = parts.content
+    return delta
+
+
+def _call_deltas(parts: Parts) -> list[dict[str, Any]]:
+    """Per call, as OpenAI streams it: index, id and name first, then the arguments."""
+    out = []
+    for call in parts.calls:
+        out.append({"tool_calls": [{"index": call.index, "id": call.id, "type": "function",
+                                    "function": {"name": call.name, "arguments": ""}}]})
+        out.append({"tool_calls": [{"index": call.index,
+                                    "function": {"arguments": call.arguments}}]})
+    return out
+
+
+async def _stream(streams: StreamSet, rid: str, model: str, include_usage: bool,
+                  strings: TokenStrings | None, top: int, splitters: list[AnswerSplitter]
+                  ) -> AsyncIterator[str]:
     created = int(time.time())
+    n = len(splitters)
 
     def chunk(choices: list[ChatStreamChoice], usage: UsageInfo | None = None) -> str:
         body = ChatCompletionChunk(id=rid, created=created, model=model, choices=choices,
@@ -96,6 +126,7 @@ async def _stream(streams: StreamSet, rid: str, model: str, n: int, include_usag
         yield chunk([ChatStreamChoice(index=index, delta={"role": "assistant", "content": ""})])
     usage = UsageCounter(n)
     sent = [0] * n  # tokens whose logprobs each choice has streamed
+    called = [False] * n
     try:
         async for job, out in streams.chunks():
             meta: dict[str, Any] = out["meta_info"]
@@ -106,11 +137,19 @@ async def _stream(streams: StreamSet, rid: str, model: str, n: int, include_usag
                                                     tops and tops[sent[job.index]:], top),
                             "refusal": None}
                 sent[job.index] = len(tokens)
-            if out["text"] or logprobs and logprobs["content"]:
-                yield chunk([ChatStreamChoice(index=job.index, delta={"content": out["text"]},
-                                              logprobs=logprobs)])
             reason, matched = finish_reason(meta)
+            splitter = splitters[job.index]
+            parts = splitter.feed(out["text"])
             if reason is not None:
+                parts += splitter.finish()
+            called[job.index] |= bool(parts.calls)
+            if parts.reasoning or parts.content or logprobs and logprobs["content"]:
+                yield chunk([ChatStreamChoice(index=job.index, delta=_delta(parts),
+                                              logprobs=logprobs)])
+            for delta in _call_deltas(parts):
+                yield chunk([ChatStreamChoice(index=job.index, delta=delta)])
+            if reason is not None:
+                reason = "tool_calls" if called[job.index] else reason
                 yield chunk([ChatStreamChoice(index=job.index, delta={}, finish_reason=reason,
                                               matched_stop=matched)])
                 usage.add(job, meta)

@@ -3,7 +3,7 @@
 Field names follow the OpenAI API (see the OpenAPI spec) plus SGLang's sampling extras
 (top_k, min_p, repetition_penalty, min_tokens, ignore_eos, ...). Unknown fields are ignored,
 as OpenAI clients send many optional ones; fields that would change the answer but are not
-supported yet (tools, suffix, ...) are rejected with a 400 by the endpoints.
+supported yet (suffix, ...) are rejected with a 400 by the endpoints.
 
 Types are strict, as OpenAI's API is: "0.5" is not a number, "yes" not a boolean, 2.0 not an
 integer, and numbers must be finite (1e999 and Infinity are refused). An explicit null means
@@ -15,7 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 INT64 = 2**63
 
@@ -95,14 +102,43 @@ class ContentPart(_Request):
 
 
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None                 # the call a tool message answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "\n".join(part.text or "" for part in self.content)
         return self.content or ""
+
+
+class FunctionDef(_Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of an object
+    strict: bool | None = None  # calls are always grammar-checked here; accepted as given
+
+
+class Tool(_Request):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -111,8 +147,11 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": false}
+    separate_reasoning: bool = True   # with --reasoning-parser: reasoning_content apart
 
 
 class CompletionRequest(SamplingFields):
@@ -168,8 +207,22 @@ def _now() -> int:
 
 
 class ChatMessageOut(BaseModel):
+    """OpenAI's assistant message: `refusal` is always there (null); `tool_calls` and
+    `reasoning_content` only when the answer has them."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in ("tool_calls", "reasoning_content"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class ChatChoice(BaseModel):

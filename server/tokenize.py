@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from .errors import APIError
 from .inputs import check_token_ids
 from .protocol import DetokenizeRequest, TokenizeRequest
+from .tools.request import template_messages
 
 router = APIRouter()
 
@@ -26,8 +27,7 @@ async def tokenize(req: TokenizeRequest, raw: Request) -> JSONResponse:
 
 def _tokenize(engine: Any, req: TokenizeRequest) -> dict[str, Any]:
     if req.messages is not None:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in req.messages]
+        messages, _ = template_messages(req.messages, None, engine.chat_template)
         try:
             tokens: Any = list(engine.apply_chat_template(messages))
         except ValueError as e:
