@@ -8,6 +8,11 @@ Modules, one job each:
     logprobs.py            the engine's per-token logprobs in OpenAI's shapes
     openai_chat.py         POST /v1/chat/completions
     openai_completions.py  POST /v1/completions
+    openai_responses.py    POST /v1/responses, GET /v1/responses/{id} (responses_input.py:
+                           the request, as a chat request)
+    answer.py              a choice's text as reasoning_content, content and tool_calls
+    reasoning.py           --reasoning-parser: thinking split from the answer
+    tools/                 tool calling: formats, the streaming parser, call grammars
     native.py              /generate, /health, /get_model_info, /get_server_info, /abort_request
     tokenize.py            /v1/tokenize, /v1/detokenize
     metrics.py             /metrics (--enable-metrics): Prometheus gauges, counters, histograms

@@ -13,18 +13,23 @@ from .tools.request import ToolPlan
 
 @dataclass
 class Parts:
+    """The reasoning (it comes first), then content text and calls in the model's order."""
+
     reasoning: str = ""
-    content: str = ""
-    calls: list[ToolCall] = field(default_factory=list)
+    items: list[str | ToolCall] = field(default_factory=list)
+
+    @property
+    def content(self) -> str:
+        return "".join(i for i in self.items if isinstance(i, str))
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return [i for i in self.items if isinstance(i, ToolCall)]
 
     def __iadd__(self, other: Parts) -> Parts:
         self.reasoning += other.reasoning
-        self.content += other.content
-        self.calls += other.calls
+        self.items += other.items
         return self
-
-    def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content or self.calls)
 
 
 class AnswerSplitter:
@@ -47,8 +52,8 @@ class AnswerSplitter:
 
     def _content(self, reasoning: str, content: str, final: bool) -> Parts:
         if self._tools is None:
-            return Parts(reasoning, content)
+            return Parts(reasoning, [content] if content else [])
         parsed = self._tools.feed(content)
         if final:
             parsed += self._tools.finish()
-        return Parts(reasoning, parsed.content, parsed.calls)
+        return Parts(reasoning, parsed.items)

@@ -10,7 +10,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import metrics, native, openai_chat, openai_completions, router_endpoints, tokenize
+from . import (
+    metrics,
+    native,
+    openai_chat,
+    openai_completions,
+    openai_responses,
+    router_endpoints,
+    tokenize,
+)
 from .auth import APIKeyMiddleware
 from .body_guard import BodyGuard, body_limit
 from .errors import APIError, InternalErrors, document_400s, install_error_handlers
@@ -38,6 +46,7 @@ def create_app(engine: Any) -> FastAPI:
     app.state.stop_reason = None  # why, when it is not a plain shutdown
     app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
     # Special tokens have no text a grammar could match: tool grammars name them by id.
+    app.state.responses = openai_responses.ResponseStore()
     app.state.special_tokens = {token.content: i for i, token in
                                 engine.tokenizer.added_tokens_decoder.items() if token.special}
     app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
@@ -53,6 +62,7 @@ def create_app(engine: Any) -> FastAPI:
 
     app.include_router(openai_chat.router)
     app.include_router(openai_completions.router)
+    app.include_router(openai_responses.router)
     app.include_router(native.router)
     app.include_router(router_endpoints.router)
     app.include_router(tokenize.router)

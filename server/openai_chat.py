@@ -84,11 +84,16 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
             tool_calls=[c.openai() for c in parts.calls] or None,
             reasoning_content=parts.reasoning or None)
         choices.append(ChatChoice(index=job.index, message=message, logprobs=logprobs,
-                                  finish_reason="tool_calls" if parts.calls else reason,
+                                  finish_reason=_reason(reason, bool(parts.calls)),
                                   matched_stop=matched))
         usage.add(job, meta)
     body = ChatCompletionResponse(id=rid, model=model, choices=choices, usage=usage.usage())
     return JSONResponse(body.model_dump())
+
+
+def _reason(reason: str | None, called: bool) -> str | None:
+    """"tool_calls" when the answer ended (not cut at max_tokens) with calls in it."""
+    return "tool_calls" if called and reason == "stop" else reason
 
 
 def _delta(parts: Parts) -> dict[str, Any]:
@@ -149,7 +154,7 @@ async def _stream(streams: StreamSet, rid: str, model: str, include_usage: bool,
             for delta in _call_deltas(parts):
                 yield chunk([ChatStreamChoice(index=job.index, delta=delta)])
             if reason is not None:
-                reason = "tool_calls" if called[job.index] else reason
+                reason = _reason(reason, called[job.index])
                 yield chunk([ChatStreamChoice(index=job.index, delta={}, finish_reason=reason,
                                               matched_stop=matched)])
                 usage.add(job, meta)

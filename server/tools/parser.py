@@ -30,12 +30,20 @@ class ToolCall:
 
 @dataclass
 class Parsed:
-    content: str = ""
-    calls: list[ToolCall] = field(default_factory=list)
+    """Content text and calls in the order the model wrote them."""
+
+    items: list[str | ToolCall] = field(default_factory=list)
+
+    @property
+    def content(self) -> str:
+        return "".join(i for i in self.items if isinstance(i, str))
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return [i for i in self.items if isinstance(i, ToolCall)]
 
     def __iadd__(self, other: Parsed) -> Parsed:
-        self.content += other.content
-        self.calls += other.calls
+        self.items += other.items
         return self
 
 
@@ -59,8 +67,8 @@ class ToolCallParser:
             out += self._content(self._buf)
         elif self._buf:
             out += self._content(self._buf)
-        if not self.num_calls:
-            out.content += self._held_space
+        if not self.num_calls and self._held_space:
+            out.items.append(self._held_space)
         self._buf = self._held_space = ""
         self._in_call = False
         return out
@@ -96,7 +104,7 @@ class ToolCallParser:
                 out += self._content(region)
                 continue
             for name, args in calls:
-                out.calls.append(ToolCall(self.num_calls, self.fmt.call_id(), name,
+                out.items.append(ToolCall(self.num_calls, self.fmt.call_id(), name,
                                           json.dumps(args, ensure_ascii=False)))
                 self.num_calls += 1
         return out
@@ -113,4 +121,4 @@ class ToolCallParser:
         if not self._spoke and self.num_calls:
             body = body.lstrip()  # the layout between calls and the text after them
         self._spoke = True
-        return Parsed(content=body)
+        return Parsed([body])
