@@ -45,10 +45,10 @@ def create_app(engine: Any) -> FastAPI:
     app.state.draining = False  # set on shutdown: new work is refused with 503
     app.state.stop_reason = None  # why, when it is not a plain shutdown
     app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
-    # Special tokens have no text a grammar could match: tool grammars name them by id.
     app.state.responses = openai_responses.ResponseStore()
+    # llguidance matches a tokenizer's added tokens only by id: tool grammars name them so.
     app.state.special_tokens = {token.content: i for i, token in
-                                engine.tokenizer.added_tokens_decoder.items() if token.special}
+                                engine.tokenizer.added_tokens_decoder.items()}
     app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
                                      root=str(info.get("model_path") or engine.served_model_name),
                                      max_model_len=engine.context_length)

@@ -160,7 +160,7 @@ def _chat_grammar(engine: Any, req: ChatCompletionRequest, plan: ToolPlan | None
             return None
         own = grammar_params(req)  # structured output after the reasoning part
         schema = own.get("json_schema")
-        return {"ebnf": after_reasoning(json.loads(schema), start)} if schema else own
+        return {"ebnf": after_reasoning(json.loads(schema), start, special)} if schema else own
     if engine.config.structured.grammar_backend == "none":
         if plan.choice != "auto":
             raise APIError("tool_choice 'required' or a named function needs a grammar "

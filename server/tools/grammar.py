@@ -39,13 +39,17 @@ def _json(schema: dict[str, Any]) -> str:
 
 
 class Literals:
-    """Lark for a literal string: a special token by id (it has no text to match), else text."""
+    """Lark for a literal string: a tokenizer's added token by id (llguidance matches added
+    tokens, Qwen's <tool_call> included, only by id), else text."""
 
-    def __init__(self, special: dict[str, int]):
-        self.special = special
+    def __init__(self, added: dict[str, int]):
+        self.added = added
 
     def __call__(self, text: str) -> str:
-        return f"<[{self.special[text]}]>" if text in self.special else json.dumps(text)
+        return f"<[{self.added[text]}]>" if text in self.added else json.dumps(text)
+
+    def is_token(self, text: str) -> bool:
+        return text in self.added
 
 
 def _pythonic_call(tool: dict[str, Any], k: int) -> tuple[str, list[str]]:
@@ -127,23 +131,24 @@ def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
             # Free text up to the trigger (a lazy lexeme: the text ends at the trigger's first
             # occurrence; a special token cannot occur in text), one constrained call;
             # repeated; then free text to the end.
-            lazy = "" if trigger.startswith("<[") else "[lazy]"
+            lazy = "" if trigger.startswith("<[") else "[lazy]"  # tokens: never in TEXT
             rules.append(f"trig{lazy}: TEXT {trigger}")
             rules.append(f"called: trig {body}")
             main = "called* TEXT" if parallel else "called? TEXT"
-    return _lark(main, rules, reasoning)
+    return _lark(main, rules, reasoning, lit)
 
 
-def after_reasoning(schema: dict[str, Any], reasoning: str) -> str:
+def after_reasoning(schema: dict[str, Any], reasoning: str, special: dict[str, int]) -> str:
     """A JSON answer (response_format) after a free reasoning part."""
-    return _lark(_json(close_objects(schema)), [TEXT], reasoning)
+    return _lark(_json(close_objects(schema)), [TEXT], reasoning, Literals(special))
 
 
-def _lark(main: str, rules: list[str], reasoning: str | None) -> str:
+def _lark(main: str, rules: list[str], reasoning: str | None, lit: Literals) -> str:
     if reasoning == "open":
         main = f"think_rest ({main})"
     elif reasoning == "optional":
-        main = f'("<think>" think_rest)? ({main})'
+        main = f"({lit('<think>')} think_rest)? ({main})"
     if reasoning:
-        rules = [*rules, 'think_rest[lazy]: TEXT "</think>"']
+        lazy = "" if lit.is_token("</think>") else "[lazy]"
+        rules = [*rules, f"think_rest{lazy}: TEXT {lit('</think>')}"]
     return "%llguidance {}\nstart: " + main + "\n" + "\n".join(rules) + "\n"

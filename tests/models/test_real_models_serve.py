@@ -10,6 +10,7 @@ The 1.5B runs in the slow tier only (`make test-slow`)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -30,10 +31,11 @@ CHAT = ["Write a Python function that reverses a string.",
 TEXT = ["The capital of France is", "def fibonacci(n):\n    "]
 
 
-@pytest.fixture
-def served(request: pytest.FixtureRequest, tmp_path) -> Iterator[ServerHandle]:
+@pytest.fixture(scope="module")
+def served(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[ServerHandle]:
     port = _free_port()
-    handle = ServerHandle(f"http://127.0.0.1:{port}", tmp_path / "server.log")
+    handle = ServerHandle(f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("served") /
+                          "server.log")
     cmd = [sys.executable, "-m", "jaxengine.serve", "--model-path", request.param, "--host",
            "127.0.0.1", "--port", str(port), "--skip-server-warmup", "--context-length", "512",
            "--max-total-tokens", "4096"]
@@ -89,6 +91,52 @@ def test_qwen_chat_equals_hf(served: ServerHandle):
         assert choice.finish_reason == ("stop" if stopped else "length")
         assert "<|im_end|>" not in choice.message.content
     assert any(stopped for _, stopped in want)  # one answer ends at EOS before the limit
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+@pytest.mark.parametrize("served", ["qwen2.5-coder-0.5b"], indirect=True)
+def test_qwen_tools_through_its_own_template(served: ServerHandle):
+    """Qwen2.5's template takes `tools` natively: the prompt is HF's rendering with the tools,
+    the calls it writes (<tool_call> JSON, an added token llguidance matches by id) come back
+    as tool_calls, any call under `auto` is valid, and the tool result turn renders as HF
+    renders it."""
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key="none")
+    name = client.models.list().data[0].id
+    tokenizer = hf_tokenizer(name)
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    calls = {}
+    for choice in ("required", "auto"):
+        answer = client.chat.completions.create(model=name, messages=ask, tools=[WEATHER],
+                                                tool_choice=choice, temperature=0.0,
+                                                max_tokens=48, parallel_tool_calls=False)
+        want = tokenizer.apply_chat_template(ask, tools=[WEATHER], add_generation_prompt=True,
+                                             tokenize=True, return_dict=False)
+        assert answer.usage.prompt_tokens == len(want)
+        message = answer.choices[0].message
+        for call in message.tool_calls or []:
+            assert call.function.name == "get_weather"
+            assert isinstance(json.loads(call.function.arguments)["city"], str)
+        calls[choice] = message.tool_calls
+    assert calls["required"]  # (under auto this 0.5B model writes the JSON in a code fence)
+    call = calls["required"][0]
+    turn = [*ask, {"role": "assistant", "content": None,
+                   "tool_calls": [call.model_dump(exclude_none=True)]},
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}]
+    final = client.chat.completions.create(model=name, messages=turn, tools=[WEATHER],
+                                           temperature=0.0, max_tokens=32)
+    assert final.choices[0].message.content or final.choices[0].message.tool_calls
+    hf_turn = [*ask, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": call.function.name,
+                                          "arguments": json.loads(call.function.arguments)}}]},
+        {"role": "tool", "content": "Sunny, 21 C"}]
+    want = tokenizer.apply_chat_template(hf_turn, tools=[WEATHER], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)
+    assert final.usage.prompt_tokens == len(want)
 
 
 @pytest.mark.parametrize("served", ["gemma3-270m"], indirect=True)
