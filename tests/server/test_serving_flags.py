@@ -1,10 +1,11 @@
 """The flags that change how the server serves, on ONE extra server started with all of them:
 --api-key, --enable-metrics, --max-queued-requests (with one running slot, so the queue fills
-fast), --allow-auto-truncate and a short --graceful-shutdown-timeout. The last test stops it
+fast), --allow-auto-truncate, --reasoning-parser qwen3 and a short --graceful-shutdown-timeout. The last test stops it
 with SIGTERM and checks that an open stream ends properly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,8 @@ def flagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     cmd = [sys.executable, "-m", "jaxengine.serve", "--host", "127.0.0.1", "--port", str(port),
            "--skip-server-warmup", "--context-length", "256", "--api-key", KEY, "--enable-metrics",
            "--max-running-requests", "1", "--max-queued-requests", "1",
-           "--allow-auto-truncate", "--graceful-shutdown-timeout", "1"]
+           "--allow-auto-truncate", "--reasoning-parser", "qwen3",
+           "--graceful-shutdown-timeout", "1"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -186,6 +188,36 @@ def test_a_full_queue_refuses_streams_with_503(http: httpx.Client, path: str, bo
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["type"] == "ServiceUnavailableError", refused.text
     assert http.get("/get_server_info").json()["kv_cache_integrity"] == "ok"
+
+
+# -- --reasoning-parser ----------------------------------------------------------------------
+
+THINK = {"messages": [{"role": "user", "content": "What is two plus two?"}], "max_tokens": 40,
+         "temperature": 0.0, "regex": "<think>[a-z]{2,8}( [a-z]{2,8}){1,3}</think>Four[.!]"}
+
+
+def _streamed_parts(http: httpx.Client, body: dict) -> tuple[str, str]:
+    reasoning = content = ""
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    reasoning += choice["delta"].get("reasoning_content") or ""
+                    content += choice["delta"].get("content") or ""
+    return reasoning, content
+
+
+def test_reasoning_is_split_from_the_answer(http: httpx.Client) -> None:
+    """A grammar forces <think>...</think>Four.: the thinking is reasoning_content, the rest
+    content, streamed as not; separate_reasoning false keeps the tags in content."""
+    message = http.post("/v1/chat/completions", json=THINK).json()["choices"][0]["message"]
+    reasoning, content = message["reasoning_content"], message["content"]
+    assert reasoning and "<" not in reasoning and content in ("Four.", "Four!")
+    assert _streamed_parts(http, THINK) == (reasoning, content)
+    whole = http.post("/v1/chat/completions", json={**THINK, "separate_reasoning": False})
+    message = whole.json()["choices"][0]["message"]
+    assert message["content"] == f"<think>{reasoning}</think>{content}"
+    assert "reasoning_content" not in message
 
 
 # -- --enable-metrics ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from jaxengine.config import REASONING_PARSERS, TOOL_CALL_PARSERS
 from server import reasoning
 from server.tools.formats import FORMATS, format_for
-from server.tools.grammar import tool_grammar
+from server.tools.grammar import after_reasoning, tool_grammar
 from server.tools.parser import Parsed, ToolCallParser
 
 NAMES = {"get_weather", "now"}
@@ -176,6 +176,11 @@ def test_single_call_and_reasoning_grammars(lltokenizer) -> None:
     with_answer = tool_grammar(fmt, [NOW], False, True, {}, answer=answer)
     assert _accepts(lltokenizer, with_answer, '{"x":3}')
     assert not _accepts(lltokenizer, with_answer, "free text")
+    # response_format after a reasoning part (no tools)
+    for start, text, ok in (("optional", '<think>hm, 3</think>{"x":3}', True),
+                            ("optional", '{"x":3}', True), ("optional", "<think>a</think>b", False),
+                            ("open", 'hm</think>{"x":3}', True), ("open", '{"x":3}', False)):
+        assert _accepts(lltokenizer, after_reasoning(answer, start, {}), text) == ok, text
 
 
 # ---- reasoning -------------------------------------------------------------------------
