@@ -23,13 +23,43 @@ def _params(tool: dict[str, Any]) -> dict[str, Any]:
     return close_objects(tool.get("parameters") or {"type": "object", "properties": {}})
 
 
+def _split_defs(schema: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the schema without its $defs / definitions, those definitions renamed with `prefix`),
+    its "#/$defs/X" references rewritten to the new names. Pydantic-made tool schemas (LangChain,
+    the Agents SDK) keep nested models there, and a schema embedded in a call object no longer
+    sits at the root its references point to."""
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    if not defs:
+        return schema, {}
+
+    def rename(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: rename(v) for k, v in node.items()}
+            ref = out.get("$ref")
+            if isinstance(ref, str):
+                for root in ("#/$defs/", "#/definitions/"):
+                    if ref.startswith(root):
+                        out["$ref"] = "#/$defs/" + prefix + ref[len(root):]
+            return out
+        if isinstance(node, list):
+            return [rename(v) for v in node]
+        return node
+
+    body = rename({k: v for k, v in schema.items() if k not in ("$defs", "definitions")})
+    return body, {prefix + name: rename(d) for name, d in defs.items()}
+
+
 def _call_schema(tools: list[dict[str, Any]], args_key: str) -> dict[str, Any]:
     """One JSON call object: {"name": <an offered name>, args_key: <its arguments>}."""
-    options = [{"type": "object", "properties": {"name": {"const": t["name"]},
-                                                 args_key: _params(t)},
-                "required": ["name", args_key], "additionalProperties": False}
-               for t in tools]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    options, defs = [], {}
+    for k, tool in enumerate(tools):
+        params, own = _split_defs(_params(tool), f"t{k}_")
+        defs.update(own)
+        options.append({"type": "object", "properties": {"name": {"const": tool["name"]},
+                                                         args_key: params},
+                        "required": ["name", args_key], "additionalProperties": False})
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def _json(schema: dict[str, Any]) -> str:
@@ -55,7 +85,7 @@ class Literals:
 def _pythonic_call(tool: dict[str, Any], k: int) -> tuple[str, list[str]]:
     """f(a=1, b="x"): keyword arguments in the schema's order, every required one present;
     rule py{k}_{i}{e}: the arguments from the i-th on, e: whether one came before."""
-    params = _params(tool)
+    params, defs = _split_defs(_params(tool), "")
     props = list(params.get("properties", {}).items())
     required = set(params.get("required", []))
     rules = []
@@ -66,7 +96,8 @@ def _pythonic_call(tool: dict[str, Any], k: int) -> tuple[str, list[str]]:
                 continue
             key, schema = props[i]
             sep = '", " ' if emitted else ""
-            take = f'{sep}"{key}=" {_json(close_objects(schema))} py{k}_{i + 1}1'
+            value = {**schema, "$defs": defs} if defs else schema
+            take = f"{sep}{json.dumps(key + '=')} {_json(value)} py{k}_{i + 1}1"
             alt = take if key in required else f"{take} | py{k}_{i + 1}{emitted}"
             rules.append(f"py{k}_{i}{emitted}: {alt}")
     return f'"{tool["name"]}(" py{k}_00 ")"', rules

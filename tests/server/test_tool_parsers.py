@@ -212,3 +212,18 @@ def test_reasoning_start_from_the_prompt() -> None:
     assert reasoning.reasoning_start(
         "qwen3", "<|im_start|>assistant\n<think>\n\n</think>\n\n") == "optional"
     assert reasoning.reasoning_start("qwen3", "<|im_start|>assistant\n") == "optional"
+
+
+def test_schemas_with_defs(lltokenizer) -> None:
+    """Pydantic-made schemas (LangChain, the Agents SDK) keep nested models in $defs; embedded
+    in a call object, their references still resolve."""
+    point = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
+    tool = {"name": "plot", "parameters": {
+        "$defs": {"Point": point}, "type": "object",
+        "properties": {"at": {"$ref": "#/$defs/Point"}}, "required": ["at"]}}
+    for name, good, bad in (
+            ("qwen25", '<tool_call>\n{"name":"plot","arguments":{"at":{"x":1}}}\n</tool_call>',
+             '<tool_call>\n{"name":"plot","arguments":{"at":{"y":1}}}\n</tool_call>'),
+            ("pythonic", '[plot(at={"x":1})]', '[plot(at={"x":"a"})]')):
+        grammar = tool_grammar(FORMATS[name](), [tool, NOW], True, True, {})
+        assert _accepts(lltokenizer, grammar, good) and not _accepts(lltokenizer, grammar, bad)
