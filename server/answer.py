@@ -7,16 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .reasoning import ReasoningSplitter
-from .tools.parser import ToolCall
+from .tools.parser import CallStart, Item, ToolCall, assemble
 from .tools.request import ToolPlan
 
 
 @dataclass
 class Parts:
-    """The reasoning (it comes first), then content text and calls in the model's order."""
+    """The reasoning (it comes first), then content text and calls (their starts and argument
+    pieces) in the model's order."""
 
     reasoning: str = ""
-    items: list[str | ToolCall] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
     @property
     def content(self) -> str:
@@ -24,7 +25,12 @@ class Parts:
 
     @property
     def calls(self) -> list[ToolCall]:
-        return [i for i in self.items if isinstance(i, ToolCall)]
+        """The whole calls (of a whole answer's parts)."""
+        return assemble(self.items)
+
+    @property
+    def starts_call(self) -> bool:
+        return any(isinstance(i, CallStart) for i in self.items)
 
     def __iadd__(self, other: Parts) -> Parts:
         self.reasoning += other.reasoning

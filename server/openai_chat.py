@@ -41,6 +41,7 @@ from .protocol import (
     ChatStreamChoice,
     UsageInfo,
 )
+from .tools.parser import ArgsDelta, CallStart
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -106,13 +107,15 @@ def _delta(parts: Parts) -> dict[str, Any]:
 
 
 def _call_deltas(parts: Parts) -> list[dict[str, Any]]:
-    """Per call, as OpenAI streams it: index, id and name first, then the arguments."""
+    """Per call, as OpenAI streams it: index, id and name first, then argument pieces."""
     out = []
-    for call in parts.calls:
-        out.append({"tool_calls": [{"index": call.index, "id": call.id, "type": "function",
-                                    "function": {"name": call.name, "arguments": ""}}]})
-        out.append({"tool_calls": [{"index": call.index,
-                                    "function": {"arguments": call.arguments}}]})
+    for item in parts.items:
+        if isinstance(item, CallStart):
+            out.append({"tool_calls": [{"index": item.index, "id": item.id, "type": "function",
+                                        "function": {"name": item.name, "arguments": ""}}]})
+        elif isinstance(item, ArgsDelta):
+            out.append({"tool_calls": [{"index": item.index,
+                                        "function": {"arguments": item.text}}]})
     return out
 
 
@@ -147,7 +150,7 @@ async def _stream(streams: StreamSet, rid: str, model: str, include_usage: bool,
             parts = splitter.feed(out["text"])
             if reason is not None:
                 parts += splitter.finish()
-            called[job.index] |= bool(parts.calls)
+            called[job.index] |= parts.starts_call
             if parts.reasoning or parts.content or logprobs and logprobs["content"]:
                 yield chunk([ChatStreamChoice(index=job.index, delta=_delta(parts),
                                               logprobs=logprobs)])

@@ -26,6 +26,7 @@ from .errors import APIError
 from .generation import SSEResponse, StreamSet, finish_reason, generate_all, make_jobs
 from .inputs import chat_prompt, fit_prompt, reject_unsupported, sampling_params
 from .responses_input import ResponsesRequest, chat_request, input_items
+from .tools.parser import CallStart
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -145,7 +146,7 @@ class _Output:
 
     def __init__(self) -> None:
         self._items: list[dict] = []
-        self._open: dict | None = None  # the reasoning or message item text is going into
+        self._open: dict | None = None  # the item text or arguments are going into
         self.events: list[tuple[str, dict]] = []
 
     def items(self) -> list[dict]:
@@ -161,19 +162,17 @@ class _Output:
         for part in parts.items:
             if isinstance(part, str):
                 self._text("message", part)
-                continue
-            call = part
-            self._close()
-            item = {"type": "function_call", "id": _new_id("fc"), "call_id": call.id,
-                    "name": call.name, "arguments": "", "status": "in_progress"}
-            self._start(item)
-            index = len(self._items) - 1
-            self._event("response.function_call_arguments.delta", item_id=item["id"],
-                        output_index=index, delta=call.arguments)
-            item.update(arguments=call.arguments, status="completed")
-            self._event("response.function_call_arguments.done", item_id=item["id"],
-                        output_index=index, name=call.name, arguments=call.arguments)
-            self._event("response.output_item.done", output_index=index, item=dict(item))
+            elif isinstance(part, CallStart):
+                self._close()
+                item = {"type": "function_call", "id": _new_id("fc"), "call_id": part.id,
+                        "name": part.name, "arguments": "", "status": "in_progress"}
+                self._start(item)
+                self._open = item
+            else:
+                item = self._open
+                item["arguments"] += part.text
+                self._event("response.function_call_arguments.delta", item_id=item["id"],
+                            output_index=len(self._items) - 1, delta=part.text)
 
     def _text(self, kind: str, text: str) -> None:
         if self._open is None or self._open["type"] != kind:
@@ -210,6 +209,12 @@ class _Output:
         if item is None:
             return
         index = len(self._items) - 1
+        if item["type"] == "function_call":
+            self._event("response.function_call_arguments.done", item_id=item["id"],
+                        output_index=index, name=item["name"], arguments=item["arguments"])
+            item["status"] = "completed"
+            self._event("response.output_item.done", output_index=index, item=dict(item))
+            return
         text = item["content"][0]["text"]
         if item["type"] == "message":
             self._event("response.output_text.done", item_id=item["id"], output_index=index,

@@ -80,6 +80,16 @@ class ToolFormat:
         """Read the call region at the start of `text`; None while it is still incomplete."""
         raise NotImplementedError
 
+    def live_header(self, text: str) -> str | tuple[str, int]:
+        """For a region whose arguments can stream: (the function's name, where its arguments
+        object starts) once read; "wait" while the text may still become such a header; "no"
+        when it will not (the region is then read whole)."""
+        return "no"
+
+    def region_end(self, text: str, at: int) -> int | None:
+        """Just past the end of a streamed region whose arguments ended at `at`."""
+        return at
+
     def call_id(self) -> str:
         return f"call_{secrets.token_hex(12)}"
 
@@ -93,13 +103,50 @@ def _until(text: str, start: str, end: str, final: bool) -> tuple[str, int] | No
     return (text[len(start):], len(text)) if final else None
 
 
+_HEADER = ("{", '"name"', ":", '"', None, ",", '"arguments"', ":", "{")  # None: the name
+# (the name's closing quote is read with it)
+
+
+def json_call_header(text: str, at: int) -> str | tuple[str, int]:
+    """Read `{"name": "<name>", "arguments": {` from `at` (any whitespace between tokens):
+    (name, index of the arguments' "{"), "wait" if the text ends inside it, "no" if it differs."""
+    name = ""
+    for step in _HEADER:
+        if step is None:  # inside the name's quotes
+            end = text.find('"', at)
+            if end < 0:
+                return "wait"
+            name = text[at:end]
+            if "\\" in name or "\n" in name:
+                return "no"
+            at = end + 1
+            continue
+        while at < len(text) and text[at].isspace():
+            at += 1
+        got = text[at:at + len(step)]
+        if not step.startswith(got):
+            return "no"
+        if len(got) < len(step):
+            return "wait"
+        at += len(step)
+    return name, at - 1
+
+
 class Hermes(ToolFormat):
-    """Qwen2.5 / Hermes: <tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>."""
+    """Qwen2.5 / Hermes: <tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>.
+    A call naming its function first streams its arguments."""
 
     name = "qwen25"
     starts = ("<tool_call>",)
     end = "</tool_call>"
     template_markers = ("<tool_call>",)
+
+    def live_header(self, text: str) -> str | tuple[str, int]:
+        return json_call_header(text, len(self.starts[0]))
+
+    def region_end(self, text: str, at: int) -> int | None:
+        close = text.find(self.end, at)
+        return None if close < 0 else close + len(self.end)
 
     def take(self, text: str, final: bool) -> Taken | None:
         got = _until(text, self.starts[0], self.end, final)

@@ -227,3 +227,22 @@ def test_schemas_with_defs(lltokenizer) -> None:
             ("pythonic", '[plot(at={"x":1})]', '[plot(at={"x":"a"})]')):
         grammar = tool_grammar(FORMATS[name](), [tool, NOW], True, True, {})
         assert _accepts(lltokenizer, grammar, good) and not _accepts(lltokenizer, grammar, bad)
+
+
+def test_hermes_arguments_stream_as_written() -> None:
+    """The id and name go out once the name is read, then the arguments in pieces; a call cut
+    off (max_tokens) keeps what was written, streamed or not, as OpenAI's truncated calls do."""
+    from server.tools.parser import ArgsDelta, CallStart
+
+    parser = ToolCallParser(FORMATS["qwen25"](), NAMES)
+    items = [item for ch in H1 for item in parser.feed(ch).items] + parser.finish().items
+    starts = [i for i, item in enumerate(items) if isinstance(item, CallStart)]
+    pieces = [item.text for item in items if isinstance(item, ArgsDelta)]
+    assert len(starts) == 1 and starts[0] == 0 and len(pieces) == len('{"city": "Paris"}')
+    assert "".join(pieces) == '{"city": "Paris"}'
+    cut = H1[:H1.index("Paris") + 2]
+    whole = ToolCallParser(FORMATS["qwen25"](), NAMES).parse(cut)
+    streamed = _streamed(ToolCallParser(FORMATS["qwen25"](), NAMES), cut, list(range(1, len(cut))))
+    for parsed in (whole, streamed):
+        assert parsed.content == ""
+        assert [(c.name, c.arguments) for c in parsed.calls] == [("get_weather", '{"city": "Pa')]
