@@ -136,22 +136,3 @@ def test_plain_answers_carry_refusal_null(client: openai.OpenAI, model_name: str
     message = json.loads(response.text)["choices"][0]["message"]
     assert message["refusal"] is None and "tool_calls" not in message
 
-
-def test_grammar_backend_none_refuses_forced_calls(tiny_model_dir) -> None:
-    """Without a grammar backend, `required` and named calls cannot be guaranteed: a 400 that
-    says so; `auto` is served (parsed, not constrained)."""
-    from fastapi.testclient import TestClient
-
-    import jaxengine as je
-    from server import create_app
-
-    with je.Engine(model_path=tiny_model_dir, grammar_backend="none",
-                   skip_server_warmup=True) as engine, TestClient(create_app(engine)) as http:
-        body = {"messages": ASK, "tools": TOOLS, "max_tokens": 4}
-        for choice in ("required", NAMED):
-            refused = http.post("/v1/chat/completions", json={**body, "tool_choice": choice})
-            assert refused.status_code == 400 and "grammar backend" in refused.text
-            assert refused.json()["param"] == "tool_choice"
-        served = http.post("/v1/chat/completions", json={**body, "tool_choice": "auto"})
-        assert served.status_code == 200, served.text
-        assert served.json()["choices"][0]["message"]["role"] == "assistant"

@@ -95,11 +95,27 @@ def test_grammar_and_plain_requests_do_not_affect_each_other(default_engine):
 
 
 def test_grammar_backend_none_refuses_grammars_and_serves_the_rest(tiny_model_dir):
+    """Refused: grammars, and tool calls that must be valid (required, a named function: a
+    400 that says so); served: the rest, tools under `auto` too (parsed, not constrained)."""
+    from fastapi.testclient import TestClient
+
     import jaxengine as je
+    from server import create_app
 
     with je.Engine(model_path=tiny_model_dir, grammar_backend="none",
                    skip_server_warmup=True) as llm:
         with pytest.raises(ValueError, match="grammar-backend none"):
             llm.generate(input_ids=[5, 6, 7], sampling_params=greedy(4, regex=PHONE))
         out = llm.generate(input_ids=[5, 6, 7], sampling_params=greedy(4))
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"x": {"type": "integer"}}}}}]
+        body = {"messages": [{"role": "user", "content": "Hi"}], "tools": tools,
+                "max_tokens": 4}
+        with TestClient(create_app(llm)) as http:
+            for choice in ("required", {"type": "function", "function": {"name": "f"}}):
+                refused = http.post("/v1/chat/completions", json={**body, "tool_choice": choice})
+                assert refused.status_code == 400 and "grammar backend" in refused.text
+                assert refused.json()["param"] == "tool_choice"
+            served = http.post("/v1/chat/completions", json={**body, "tool_choice": "auto"})
+            assert served.status_code == 200, served.text
     assert len(out["output_ids"]) == 4
