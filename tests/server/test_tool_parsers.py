@@ -46,6 +46,9 @@ CASES = [
     ("llama3", '<|python_tag|>{"name": "now", "parameters": {}}; {"name": "get_weather", '
      '"arguments": {"city": "Rome"}}', "", [("now", {}), ("get_weather", {"city": "Rome"})]),
     ("llama3", 'A dict looks like {"a": 1}.', 'A dict looks like {"a": 1}.', []),
+    ("llama3", '{"name": "now", "parameters": {]}', '{"name": "now", "parameters": {]}', []),
+    ("qwen25", '<tool_call>\n[{"name": "now", "arguments": {}]\n</tool_call>',
+     '<tool_call>\n[{"name": "now", "arguments": {}]\n</tool_call>', []),  # malformed
     ("mistral", '[TOOL_CALLS] [{"name": "now", "arguments": {}}, {"name": "get_weather", '
      '"arguments": {"city": "Oslo"}}]', "", [("now", {}), ("get_weather", {"city": "Oslo"})]),
     ("mistral", 'Sure. [TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}', "Sure.",
