@@ -47,7 +47,7 @@ def create_app(engine: Any) -> FastAPI:
     app.state.vocab_size = int(info.get("vocab_size") or len(engine.tokenizer))
     app.state.responses = openai_responses.ResponseStore()
     # llguidance matches a tokenizer's added tokens only by id: tool grammars name them so.
-    app.state.special_tokens = {token.content: i for i, token in
+    app.state.added_tokens = {token.content: i for i, token in
                                 engine.tokenizer.added_tokens_decoder.items()}
     app.state.model_card = ModelCard(id=engine.served_model_name, created=int(time.time()),
                                      root=str(info.get("model_path") or engine.served_model_name),

@@ -128,7 +128,7 @@ class ChatPrompt:
     grammar: dict[str, str] | None  # replaces the request's grammar (tools, reasoning)
 
 
-def chat_prompt(engine: Any, req: ChatCompletionRequest, special: dict[str, int]
+def chat_prompt(engine: Any, req: ChatCompletionRequest, added: dict[str, int]
                 ) -> ChatPrompt:
     """The rendered prompt, and how the answer will be constrained and split."""
     flags = engine.config.server
@@ -149,18 +149,18 @@ def chat_prompt(engine: Any, req: ChatCompletionRequest, special: dict[str, int]
     start = None
     if flags.reasoning_parser and req.separate_reasoning:
         start = reasoning_start(flags.reasoning_parser, engine.tokenizer.decode(ids[-16:]))
-    return ChatPrompt(ids, plan, start, _chat_grammar(engine, req, plan, start, special))
+    return ChatPrompt(ids, plan, start, _chat_grammar(engine, req, plan, start, added))
 
 
 def _chat_grammar(engine: Any, req: ChatCompletionRequest, plan: ToolPlan | None,
-                  start: str | None, special: dict[str, int]) -> dict[str, str] | None:
+                  start: str | None, added: dict[str, int]) -> dict[str, str] | None:
     """The grammar tools need (every call valid), with a free reasoning part first."""
     if plan is None:
         if start is None or not req.response_format:
             return None
         own = grammar_params(req)  # structured output after the reasoning part
         schema = own.get("json_schema")
-        return {"ebnf": after_reasoning(json.loads(schema), start, special)} if schema else own
+        return {"ebnf": after_reasoning(json.loads(schema), start, added)} if schema else own
     if engine.config.structured.grammar_backend == "none":
         if plan.choice != "auto":
             raise APIError("tool_choice 'required' or a named function needs a grammar "
@@ -172,7 +172,7 @@ def _chat_grammar(engine: Any, req: ChatCompletionRequest, plan: ToolPlan | None
     own = grammar_params(req)
     answer = json.loads(own["json_schema"]) if "json_schema" in own else None
     try:
-        return {"ebnf": plan.grammar(special, answer, start)}
+        return {"ebnf": plan.grammar(added, answer, start)}
     except ValueError as e:
         raise APIError(str(e), param="tools") from e
 

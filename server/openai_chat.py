@@ -52,7 +52,7 @@ async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response
     engine = raw.app.state.engine
     reject_unsupported(req, raw.app.state.vocab_size)
     # Long prompts take seconds to render and tokenize.
-    prompt = await asyncio.to_thread(chat_prompt, engine, req, raw.app.state.special_tokens)
+    prompt = await asyncio.to_thread(chat_prompt, engine, req, raw.app.state.added_tokens)
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     ids, budget = fit_prompt(prompt.ids, limit, engine.context_length,
                              raw.app.state.auto_truncate, param="messages")

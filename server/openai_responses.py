@@ -74,7 +74,7 @@ async def create_response(req: ResponsesRequest, raw: Request) -> Response:
         history = _store(raw).get(req.previous_response_id, "previous_response_id")[1]
     chat = chat_request(req, history)
     reject_unsupported(chat, raw.app.state.vocab_size)
-    prompt = await asyncio.to_thread(chat_prompt, engine, chat, raw.app.state.special_tokens)
+    prompt = await asyncio.to_thread(chat_prompt, engine, chat, raw.app.state.added_tokens)
     ids, budget = fit_prompt(prompt.ids, chat.max_tokens, engine.context_length,
                              raw.app.state.auto_truncate or req.truncation == "auto",
                              param="input")

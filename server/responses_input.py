@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from .errors import APIError
 from .protocol import INT64, ChatCompletionRequest, _Request
@@ -66,8 +66,14 @@ def chat_request(req: ResponsesRequest, history: list[dict[str, Any]]) -> ChatCo
     try:
         return ChatCompletionRequest.model_validate(
             {k: v for k, v in body.items() if v is not None})
-    except ValueError as e:
-        raise APIError(f"invalid input: {e}", param="input") from e
+    except ValidationError as e:  # named as the Responses request names it
+        first = e.errors()[0]
+        where = [str(p) for p in first["loc"] if p != "function"]
+        param = {"messages": "input", "max_tokens": "max_output_tokens",
+                 "response_format": "text"}.get(where[0], where[0]) if where else None
+        if param == "tools" and len(where) > 1:
+            param = f"tools[{where[1]}]" + "".join(f".{p}" for p in where[2:])
+        raise APIError(f"{param}: {first['msg']}", param=param) from e
 
 
 def _text(content: Any, param: str) -> str:

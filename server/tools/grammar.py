@@ -136,13 +136,14 @@ def _regions(fmt: ToolFormat, tools: list[dict[str, Any]], parallel: bool,
 
 
 def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
-                 parallel: bool, special: dict[str, int], answer: dict[str, Any] | None = None,
+                 parallel: bool, added: dict[str, int], answer: dict[str, Any] | None = None,
                  reasoning: str | None = None) -> str:
     """The Lark grammar of a whole answer. `tools` are the offered functions ({"name",
-    "parameters"}); `answer`: a JSON schema a non-call answer must follow (response_format);
+    "parameters"}); `added`: the tokenizer's added tokens (text -> id); `answer`: a JSON
+    schema a non-call answer must follow (response_format);
     `reasoning`: "open" (the prompt opened a reasoning block) or "optional" (the model may
     start with <think>), for a free reasoning part first."""
-    lit = Literals(special)
+    lit = Literals(added)
     trigger, body, rules = _regions(fmt, tools, parallel, lit)
     rules.append(TEXT)
     if isinstance(fmt, (Llama3, Pythonic)):  # the answer starts with the calls, or is text
@@ -160,7 +161,7 @@ def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
             main = f"({seq}) | {_json(close_objects(answer))}"
         else:
             # Free text up to the trigger (a lazy lexeme: the text ends at the trigger's first
-            # occurrence; a special token cannot occur in text), one constrained call;
+            # occurrence; an added token cannot occur in text), one constrained call;
             # repeated; then free text to the end.
             lazy = "" if trigger.startswith("<[") else "[lazy]"  # tokens: never in TEXT
             rules.append(f"trig{lazy}: TEXT {trigger}")
@@ -169,9 +170,9 @@ def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
     return _lark(main, rules, reasoning, lit)
 
 
-def after_reasoning(schema: dict[str, Any], reasoning: str, special: dict[str, int]) -> str:
+def after_reasoning(schema: dict[str, Any], reasoning: str, added: dict[str, int]) -> str:
     """A JSON answer (response_format) after a free reasoning part."""
-    return _lark(_json(close_objects(schema)), [TEXT], reasoning, Literals(special))
+    return _lark(_json(close_objects(schema)), [TEXT], reasoning, Literals(added))
 
 
 def _lark(main: str, rules: list[str], reasoning: str | None, lit: Literals) -> str:

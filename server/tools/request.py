@@ -4,16 +4,14 @@ gets, and the grammar that keeps the calls valid."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import APIError
+from ..protocol import NamedToolChoice, Tool
 from .formats import Hermes, ToolFormat, format_for
 from .grammar import tool_grammar
 from .parser import ToolCallParser
-
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # For chat templates that know no tools (SmolLM2's): the tools go into the system prompt and
 # the model is asked for Hermes-style calls, which the grammar then keeps valid.
@@ -40,70 +38,43 @@ class ToolPlan:
     def parser(self) -> ToolCallParser:
         return ToolCallParser(self.fmt, self.names)
 
-    def grammar(self, special: dict[str, int], answer: dict[str, Any] | None,
+    def grammar(self, added: dict[str, int], answer: dict[str, Any] | None,
                 reasoning: str | None) -> str:
         offered = self.functions if self.choice in ("auto", "required") else \
             [f for f in self.functions if f["name"] == self.choice]
-        return tool_grammar(self.fmt, offered, self.choice != "auto", self.parallel, special,
+        return tool_grammar(self.fmt, offered, self.choice != "auto", self.parallel, added,
                             answer, reasoning)
 
 
-def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel: bool | None,
-               parser: str | None, template: str | None) -> ToolPlan | None:
-    """The request's tool plan, or None when it calls no tools (none given, or "none")."""
+def plan_tools(tools: list[Tool] | None, tool_choice: str | NamedToolChoice | None,
+               parallel: bool | None, parser: str | None, template: str | None
+               ) -> ToolPlan | None:
+    """The request's tool plan, or None when it calls no tools (none given, or "none").
+    The shapes are checked by the protocol models; this checks what they cannot."""
     if tool_choice is not None and not tools:
         raise APIError("tool_choice needs tools", param="tool_choice")
     if not tools:
         return None
-    tools = [t.model_dump(exclude_none=True) if hasattr(t, "model_dump") else t for t in tools]
-    functions = [_function(t, k) for k, t in enumerate(tools)]
-    names = [f["name"] for f in functions]
-    if len(set(names)) < len(names):
+    dumped = [t.model_dump(exclude_none=True) for t in tools]
+    functions = []
+    for k, tool in enumerate(dumped):
+        params = tool["function"].setdefault("parameters", {"type": "object", "properties": {}})
+        if params.get("type", "object") != "object":
+            raise APIError("function parameters must be a JSON schema of an object",
+                           param=f"tools[{k}].function.parameters")
+        functions.append(tool["function"])
+    names = {f["name"] for f in functions}
+    if len(names) < len(functions):
         raise APIError("tool function names must be unique", param="tools")
-    choice = _choice(tool_choice, set(names))
+    choice = tool_choice if isinstance(tool_choice, str) else \
+        "auto" if tool_choice is None else tool_choice.function.name
     if choice == "none":
         return None
-    return ToolPlan(format_for(parser, template), list(tools), functions, choice,
-                    parallel is not False)
-
-
-def _function(tool: Any, k: int) -> dict[str, Any]:
-    param = f"tools[{k}]"
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or \
-            not isinstance(tool.get("function"), dict):
-        raise APIError("each tool must be {\"type\": \"function\", \"function\": {...}}",
-                       param=param)
-    fn = tool["function"]
-    name = fn.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise APIError("a function name must be 1-64 letters, digits, '_', '.' or '-'",
-                       param=f"{param}.function.name")
-    params = fn.get("parameters", {"type": "object", "properties": {}})
-    if not isinstance(params, dict) or params.get("type", "object") != "object":
-        raise APIError("function parameters must be a JSON schema of an object",
-                       param=f"{param}.function.parameters")
-    return {**fn, "parameters": params}
-
-
-def _choice(tool_choice: Any, names: set[str]) -> str:
-    if hasattr(tool_choice, "model_dump"):
-        tool_choice = tool_choice.model_dump()
-    if tool_choice is None:
-        return "auto"
-    if isinstance(tool_choice, str):
-        if tool_choice not in ("none", "auto", "required"):
-            raise APIError("tool_choice must be 'none', 'auto', 'required' or a named "
-                           "function", param="tool_choice")
-        return tool_choice
-    fn = tool_choice.get("function") if isinstance(tool_choice, dict) else None
-    name = fn.get("name") if isinstance(fn, dict) else None
-    if not isinstance(name, str):
-        raise APIError("a named tool_choice is {\"type\": \"function\", \"function\": "
-                       "{\"name\": ...}}", param="tool_choice")
-    if name not in names:
-        raise APIError(f"tool_choice names {name!r}, which is not among the tools",
+    if choice not in ("auto", "required") and choice not in names:
+        raise APIError(f"tool_choice names {choice!r}, which is not among the tools",
                        param="tool_choice")
-    return name
+    return ToolPlan(format_for(parser, template), dumped, functions, choice,
+                    parallel is not False)
 
 
 def template_messages(messages: list[Any], plan: ToolPlan | None, template: str | None
@@ -133,7 +104,7 @@ def template_messages(messages: list[Any], plan: ToolPlan | None, template: str 
                     "content": f"<tool_response>\n{item['content']}\n</tool_response>"}
         out.append(item)
     if plan is None or native:
-        return out, [t for t in plan.tools] if plan else None
+        return out, plan.tools if plan else None
     prompt = FALLBACK_PROMPT.format(tools="\n".join(json.dumps(t) for t in plan.tools))
     if out and out[0]["role"] == "system":
         out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + prompt}

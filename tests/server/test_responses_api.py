@@ -79,3 +79,7 @@ def test_errors(client: openai.OpenAI, model_name: str) -> None:
         client.responses.create(model=model_name, input="hi",
                                 tools=[{"type": "web_search_preview"}])
     assert err.value.body["param"] == "tools[0]"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=model_name, input="hi",
+                                tools=[{"type": "function", "name": "no spaces"}])
+    assert err.value.body["param"] == "tools[0].name"
