@@ -28,7 +28,8 @@ def reasoning_start(parser: str, prompt_text: str) -> str:
 
 class ReasoningSplitter:
     def __init__(self, start: str):
-        self._state = "inside" if start == "open" else "start"  # start | inside | after
+        self._open = start == "open"  # inside the reasoning from the start
+        self._state = "start"         # start | inside | after-space | after
         self._buf = ""
 
     def feed(self, delta: str) -> tuple[str, str]:
@@ -39,11 +40,11 @@ class ReasoningSplitter:
             stripped = self._buf.lstrip()
             if OPEN.startswith(stripped) and len(stripped) < len(OPEN):
                 return "", ""  # "<thi" may be the tag
-            if stripped.startswith(OPEN):
+            if stripped.startswith(OPEN):  # (an opened block may be opened again in text)
                 self._buf = stripped[len(OPEN):]
                 self._state = "inside"
             else:
-                self._state = "after"
+                self._state = "inside" if self._open else "after"
         if self._state == "inside":
             end = self._buf.find(CLOSE)
             if end >= 0:
@@ -68,7 +69,7 @@ class ReasoningSplitter:
     def finish(self) -> tuple[str, str]:
         """What was held back: an unclosed reasoning block is all reasoning."""
         rest, self._buf = self._buf, ""
-        if self._state == "inside":
+        if self._state == "inside" or self._state == "start" and self._open:
             return rest, ""
         return "", rest if self._state in ("start", "after") else ""
 

@@ -195,6 +195,8 @@ REASONING_CASES = [  # (start, text, reasoning, content)
     ("open", "Two and two.\n</think>\n\nFour.", "Two and two.\n", "Four."),
     ("open", "Still thinking", "Still thinking", ""),  # cut off: all of it is reasoning
     ("open", "a</think>", "a", ""),
+    ("open", "<think>a</think>b", "a", "b"),  # an R1 distill that writes the tag anyway
+    ("open", "<th", "<th", ""),
 ]
 
 
