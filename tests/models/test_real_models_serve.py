@@ -110,7 +110,8 @@ def test_qwen_tools_through_its_own_template(served: ServerHandle):
     tokenizer = hf_tokenizer(name)
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
     calls = {}
-    for choice in ("required", "auto"):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", "auto", named):
         answer = client.chat.completions.create(model=name, messages=ask, tools=[WEATHER],
                                                 tool_choice=choice, temperature=0.0,
                                                 max_tokens=48, parallel_tool_calls=False)
@@ -121,8 +122,19 @@ def test_qwen_tools_through_its_own_template(served: ServerHandle):
         for call in message.tool_calls or []:
             assert call.function.name == "get_weather"
             assert isinstance(json.loads(call.function.arguments)["city"], str)
-        calls[choice] = message.tool_calls
-    assert calls["required"]  # (under auto this 0.5B model writes the JSON in a code fence)
+        calls[str(choice)] = message.tool_calls
+    assert calls["required"] and calls[str(named)]  # (under auto this 0.5B model often
+    # writes the JSON in a code fence instead)
+    streamed: dict[int, list[str]] = {}
+    for chunk in client.chat.completions.create(
+            model=name, messages=ask, tools=[WEATHER], tool_choice="required", temperature=0.0,
+            max_tokens=48, parallel_tool_calls=False, stream=True):
+        for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            entry = streamed.setdefault(delta.index, ["", ""])
+            entry[0] += delta.function.name or ""
+            entry[1] += delta.function.arguments or ""
+    assert [tuple(v) for v in streamed.values()] == \
+        [(c.function.name, c.function.arguments) for c in calls["required"]]
     call = calls["required"][0]
     turn = [*ask, {"role": "assistant", "content": None,
                    "tool_calls": [call.model_dump(exclude_none=True)]},
