@@ -84,7 +84,7 @@ class RequestState:
         self.token_logprobs: list[tuple[float, int, None]] = []
         self.top_logprobs: list[list[tuple[float, int, None]]] = []
         # Prompt logprobs, the same shapes (logprob None at position 0), from the first output.
-        self.prompt_ids = ids if p.return_logprob and p.logprob_start_len >= 0 else None
+        self.prompt_ids = ids if p.wants_prompt_logprobs else None
         self.input_token_logprobs: list[tuple[float | None, int, None]] = []
         self.input_top_logprobs: list[list[tuple[float, int, None]] | None] = []
         # token_ids_logprob: per position, (logprob, token id, text) of each token asked.

@@ -81,6 +81,11 @@ class SamplingParams:
     def stops_on_text(self) -> bool:
         return bool(self.stop_strs or self.stop_regexes)
 
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Prompt tokens' logprobs are reported (from logprob_start_len on)."""
+        return self.return_logprob and self.logprob_start_len >= 0
+
     @classmethod
     def from_any(cls, value: SamplingParams | dict[str, Any] | None) -> SamplingParams:
         """Accept a SamplingParams, a dict of its fields, or None (defaults); then validate."""

@@ -337,12 +337,15 @@ def _store_input_logprobs(entries: list, spans: list[tuple[int, int, int]],
                           prompt: PromptLogprobs) -> None:
     """Write a step's prompt logprobs into their requests (row order: span order)."""
     rows = sum(count for _, _, count in spans)
-    values = np.asarray(prompt.logprobs)[:rows].tolist()
+
+    def host(array: jax.Array, wanted: bool = True) -> list | None:  # the step's rows
+        return np.asarray(array)[:rows].tolist() if wanted else None
+
+    values = host(prompt.logprobs)
     wants_top = any(entries[i].req.input_top is not None for i, _, _ in spans)
-    ids = np.asarray(prompt.top_ids)[:rows].tolist() if wants_top else None
-    tops = np.asarray(prompt.top_values)[:rows].tolist() if wants_top else None
-    wants_ids = any(entries[i].req.input_ids_logprobs is not None for i, _, _ in spans)
-    id_values = np.asarray(prompt.id_values)[:rows].tolist() if wants_ids else None
+    ids, tops = host(prompt.top_ids, wants_top), host(prompt.top_values, wants_top)
+    id_values = host(prompt.id_values,
+                     any(entries[i].req.input_ids_logprobs is not None for i, _, _ in spans))
     row = 0
     for i, first, count in spans:
         req = entries[i].req

@@ -48,7 +48,7 @@ class Req:
 
     def __post_init__(self) -> None:
         p = self.params
-        if p.return_logprob and p.logprob_start_len >= 0:
+        if p.wants_prompt_logprobs:
             n = len(self.prompt_ids) - self.input_logprob_start
             self.input_logprobs = [None] * n
             self.input_top = [None] * n if p.top_logprobs_num else None
