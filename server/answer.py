@@ -4,37 +4,23 @@ streams; the non-streamed message is the same split fed at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .reasoning import ReasoningSplitter
-from .tools.parser import CallStart, Item, ToolCall, assemble
+from .tools.parser import Parsed
 from .tools.request import ToolPlan
 
 
 @dataclass
-class Parts:
+class Parts(Parsed):
     """The reasoning (it comes first), then content text and calls (their starts and argument
     pieces) in the model's order."""
 
     reasoning: str = ""
-    items: list[Item] = field(default_factory=list)
-
-    @property
-    def content(self) -> str:
-        return "".join(i for i in self.items if isinstance(i, str))
-
-    @property
-    def calls(self) -> list[ToolCall]:
-        """The whole calls (of a whole answer's parts)."""
-        return assemble(self.items)
-
-    @property
-    def starts_call(self) -> bool:
-        return any(isinstance(i, CallStart) for i in self.items)
 
     def __iadd__(self, other: Parts) -> Parts:
+        super().__iadd__(other)
         self.reasoning += other.reasoning
-        self.items += other.items
         return self
 
 
@@ -58,8 +44,8 @@ class AnswerSplitter:
 
     def _content(self, reasoning: str, content: str, final: bool) -> Parts:
         if self._tools is None:
-            return Parts(reasoning, [content] if content else [])
+            return Parts([content] if content else [], reasoning)
         parsed = self._tools.feed(content)
         if final:
             parsed += self._tools.finish()
-        return Parts(reasoning, parsed.items)
+        return Parts(parsed.items, reasoning)

@@ -1,10 +1,10 @@
 """The tool-call formats models write, by SGLang's `--tool-call-parser` names.
 
-A format knows where a call region starts in the model's text (`find_start`), how to read one
-complete region into calls (`take`), and how to write the grammar of a region for constrained
-decoding (`region_lark`, in server/tools/grammar.py's terms). Reading is on complete regions
-only: a region is taken once its end is in the text (or the text has ended), so streaming and
-non-streaming read the same bytes the same way.
+A format knows where a call region starts in the model's text (`find_start`) and how to read
+one complete region into calls (`take`: once the region's end is in the text, or the text has
+ended). A format whose calls name the function first may also stream a region (`live_header`,
+`region_end`). Each answer depends only on the text so far, so streaming and non-streaming read
+the same bytes the same way. Their grammars are in server/tools/grammar.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import string
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,7 @@ def _prefix_hold(text: str, markers: tuple[str, ...]) -> int:
     return len(text)
 
 
-class ToolFormat:
+class ToolFormat(ABC):
     name = ""
     starts: tuple[str, ...] = ()
     template_markers: tuple[str, ...] = ()   # a chat template holding one of these uses it
@@ -76,9 +77,9 @@ class ToolFormat:
             return min(found), min(found)
         return None, _prefix_hold(text, self.starts)
 
+    @abstractmethod
     def take(self, text: str, final: bool) -> Taken | None:
         """Read the call region at the start of `text`; None while it is still incomplete."""
-        raise NotImplementedError
 
     def live_header(self, text: str) -> str | tuple[str, int]:
         """For a region whose arguments can stream: (the function's name, where its arguments

@@ -145,7 +145,6 @@ def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
     start with <think>), for a free reasoning part first."""
     lit = Literals(added)
     trigger, body, rules = _regions(fmt, tools, parallel, lit)
-    rules.append(TEXT)
     if isinstance(fmt, (Llama3, Pythonic)):  # the answer starts with the calls, or is text
         calls = "llama_calls" if isinstance(fmt, Llama3) else "py_calls"
         free = "/([^\\[{\\s](.|\\n)*)?/" if answer is None else _json(close_objects(answer))
@@ -172,7 +171,7 @@ def tool_grammar(fmt: ToolFormat, tools: list[dict[str, Any]], required: bool,
 
 def after_reasoning(schema: dict[str, Any], reasoning: str, added: dict[str, int]) -> str:
     """A JSON answer (response_format) after a free reasoning part."""
-    return _lark(_json(close_objects(schema)), [TEXT], reasoning, Literals(added))
+    return _lark(_json(close_objects(schema)), [], reasoning, Literals(added))
 
 
 def _lark(main: str, rules: list[str], reasoning: str | None, lit: Literals) -> str:
@@ -183,4 +182,6 @@ def _lark(main: str, rules: list[str], reasoning: str | None, lit: Literals) -> 
     if reasoning:
         lazy = "" if lit.is_token("</think>") else "[lazy]"
         rules = [*rules, f"think_rest{lazy}: TEXT {lit('</think>')}"]
+    if any("TEXT" in r for r in [main, *rules]):  # free text, where a rule has it
+        rules = [*rules, TEXT]
     return "%llguidance {}\nstart: " + main + "\n" + "\n".join(rules) + "\n"

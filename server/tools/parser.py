@@ -72,7 +72,12 @@ class Parsed:
 
     @property
     def calls(self) -> list[ToolCall]:
+        """The whole calls (of a whole answer's items)."""
         return assemble(self.items)
+
+    @property
+    def starts_call(self) -> bool:
+        return any(isinstance(i, CallStart) for i in self.items)
 
     def __iadd__(self, other: Parsed) -> Parsed:
         self.items += other.items
